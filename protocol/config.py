@@ -1,0 +1,350 @@
+"""The run config: one typed tree, a default and a help text for every field, validated before any
+process starts (Sample Factory's rule: every option documented, nothing implicit).
+
+Sources of values, later ones win: the dataclass defaults, a YAML file, `--set section.field=value`
+overrides, and for addresses the environment variables named in `ENV_OVERRIDES` (pods get them from
+their manifest).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message names the field, the value and what is allowed."""
+
+
+def opt(default, help: str, *, choices=None, ge=None, gt=None, le=None, lt=None):
+    """A config field: default, help text and the allowed values, kept together."""
+    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class RunConfig:
+    name: str = opt("", "Run name; the run directory is <out_dir>/<name>. Empty: <env>-<timestamp>.")
+    out_dir: str = opt("runs", "Folder that holds the run directories.")
+    agents: int = opt(4, "Number of agents (one actor process each).", ge=1, le=256)
+    seed: int = opt(0, "Master seed; every process derives its own from it.", ge=0)
+    total_steps: int = opt(200_000, "Env steps per agent after which the learner stops the run.", ge=1)
+    log_level: str = opt("INFO", "Log level of every process.", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    progress: bool = opt(True, "Show the live progress view in `magicmask run`.")
+    max_actor_restarts: int = opt(5, "Restarts of one actor by the supervisor before the run stops.", ge=0)
+
+
+@dataclass
+class EnvConfig:
+    name: str = opt("connect4", "Environment: gates, connect4, or a PettingZoo env as 'package.module:factory'.")
+    copies: int = opt(4, "Env copies per actor (E).", ge=1, le=256)
+    max_episode_steps: int = opt(0, "Truncate episodes after this many of the agent's steps (0: the env's own limit).", ge=0)
+    kwargs: dict = opt({}, "Keyword arguments for the environment's constructor.")
+    random_opponent_frac: float = opt(
+        0.25, "Shared-world envs: share of episodes whose other seats are a uniform random player instead of "
+        "peers (keeps a population from drifting into a private meta).", ge=0.0, le=1.0)
+    eval_every: int = opt(20, "Actor: run evaluation episodes every this many fragments (0: never).", ge=0)
+    eval_episodes: int = opt(20, "Actor: episodes per evaluation (each mode and opponent).", ge=1)
+
+
+@dataclass
+class ActorConfig:
+    fragment_len: int = opt(128, "Steps per env copy in one fragment (T).", ge=1, le=100_000)
+    report_every: int = opt(50, "Send a CriticalReport every this many of the agent's steps (k).", ge=1)
+    report_top: int = opt(8, "States per CriticalReport: the most important since the last report.", ge=1, le=1024)
+    eps0: float = opt(0.2, "Initial epsilon of the adaptive epsilon-greedy exploration.", ge=0.0, le=1.0)
+    eps_min: float = opt(0.01, "Floor of epsilon.", ge=0.0, le=1.0)
+    eps_decay: float = opt(2e-5, "lambda in eps_t = max(eps_min, eps0 * exp(-lambda * t)), t = agent env steps.", ge=0.0)
+    eps_fixed: bool = opt(False, "Ablation: keep epsilon at eps0 (no decay).")
+    key_dim: int = opt(32, "Dimension of the state keys (seeded random projection of observations).", ge=2, le=4096)
+    key_seed: int = opt(12345, "Seed of the state-key projection; the same for every agent.", ge=0)
+    guidance_rho: float = opt(0.98, "Cosine similarity at which a state counts as one a peer marked critical.", gt=0.0, le=1.0)
+    weights_timeout_s: float = opt(60.0, "Give up when no weights arrive from the learner within this time at start.", gt=0.0)
+    sample_policy_in_eval: bool = opt(False, "Evaluation episodes sample the policy instead of taking its argmax.")
+
+
+@dataclass
+class MaskConfig:
+    tau: float = opt(0.5, "Threshold: when explaining, a step is perturbed iff m <= tau.", gt=0.0, lt=1.0)
+    alpha: float = opt(0.05, "Mask reward bonus per perturbed step (must stay well below a critical step's reward).", ge=0.0)
+    lambda1: float = opt(0.1, "Weight of MSE(mean m, tau), the paper's surrogate, as a regulariser.", ge=0.0)
+    lambda2: float = opt(0.0, "Weight of KL(policy || masked behaviour) in the mask loss (0: logged only).", ge=0.0)
+    lr: float = opt(3e-4, "Mask (and mask critic) learning rate.", gt=0.0)
+    start_step: int = opt(0, "Agent env steps before the mask starts perturbing (warm-up).", ge=0)
+    masked_copies: float = opt(1.0, "Share of each actor's env copies that run masked.", ge=0.0, le=1.0)
+    init_bias: float = opt(0.0, "Initial mask logit bias (0 gives m ~ 0.5).")
+
+
+@dataclass
+class PPOConfig:
+    lr: float = opt(2.5e-4, "Policy and value learning rate (Adam, eps 1e-5).", gt=0.0)
+    anneal_lr: bool = opt(True, "Anneal learning rates linearly to 0 over run.total_steps.")
+    gamma: float = opt(0.99, "Discount.", ge=0.0, le=1.0)
+    gae_lambda: float = opt(0.95, "GAE lambda.", ge=0.0, le=1.0)
+    clip: float = opt(0.2, "Clip range of the ratio pi_theta / pi_prox.", gt=0.0)
+    vf_clip: float = opt(0.2, "Value clipping range (0: off).", ge=0.0)
+    ent_coef: float = opt(0.01, "Entropy bonus weight.", ge=0.0)
+    vf_coef: float = opt(0.5, "Value loss weight.", ge=0.0)
+    max_grad_norm: float = opt(0.5, "Global gradient-norm clip, per agent.", gt=0.0)
+    epochs: int = opt(4, "Passes over each batch.", ge=1)
+    minibatches: int = opt(4, "Minibatches per pass.", ge=1)
+    is_clip: float = opt(2.0, "Truncation bound of the importance weight pi_prox / mu (decoupled objective).", gt=0.0)
+    hidden: int = opt(64, "Hidden units of every MLP (two layers).", ge=1, le=8192)
+    norm_adv: bool = opt(True, "Normalise advantages per minibatch.")
+
+
+@dataclass
+class LearnerConfig:
+    fragments_per_batch: int = opt(1, "Fragments from one agent that make its batch.", ge=1)
+    max_policy_lag: int = opt(4, "Drop fragments whose policy version lags by more than this many updates.", ge=0)
+    batch_deadline_s: float = opt(10.0, "Update with the agents that have a batch once this much time passed since the first did.", gt=0.0)
+    liveness_s: float = opt(15.0, "An agent with no traffic for this long is not waited for.", gt=0.0)
+    checkpoint_every: int = opt(20, "Write an atomic checkpoint every this many updates.", ge=1)
+    device: str = opt("auto", "auto (CUDA when present), cpu, cuda or cuda:N.")
+    torch_threads: int = opt(1, "torch threads in the learner.", ge=1, le=256)
+    resume: bool = opt(False, "Continue from the run directory's last checkpoint.")
+    fragment_queue: int = opt(64, "High-water mark (messages) of the learner's fragment socket; a full pipe blocks actors.", ge=1)
+
+
+@dataclass
+class BrokerConfig:
+    top_k: int = opt(64, "Size of the shared critical-state buffer (K).", ge=1, le=100_000)
+    merge_rho: float = opt(0.98, "Cosine similarity at which a reported state merges with a buffered one.", gt=0.0, le=1.0)
+    age_decay: float = opt(0.98, "Factor applied to every buffered score at each snapshot, so stale entries leave.", gt=0.0, le=1.0)
+    snapshot_every: int = opt(50, "Broadcast a full snapshot every this many steps of the report step clock.", ge=1)
+    save_snapshots: bool = opt(True, "Append every snapshot to <run>/critical/snapshots.jsonl.")
+
+
+@dataclass
+class CommConfig:
+    enabled: bool = opt(True, "Share critical states between agents (False: the NoComm ablation).")
+    latency_ms: float = opt(0.0, "Fixed latency added on every broker->actor link.", ge=0.0)
+    jitter_ms: float = opt(0.0, "Uniform extra delay in [0, jitter] per message.", ge=0.0)
+    loss: float = opt(0.0, "Loss probability per message (stationary rate for the bursty model).", ge=0.0, lt=1.0)
+    loss_model: str = opt("iid", "iid or bursty (Gilbert-Elliott).", choices=["iid", "bursty"])
+    burst_len: float = opt(4.0, "Mean length of a loss burst in the bursty model (messages).", ge=1.0)
+    reorder: float = opt(0.0, "Probability that a message is held back by reorder_ms so later ones overtake it.", ge=0.0, le=1.0)
+    reorder_ms: float = opt(20.0, "Extra delay of a reordered message.", ge=0.0)
+    bandwidth_bps: float = opt(0.0, "Bandwidth cap per link in bytes/s (0: none).", ge=0.0)
+    topology: str = opt("full", "Who sees whose critical states.", choices=["full", "ring", "star", "random-k", "explicit"])
+    random_k: int = opt(2, "Neighbours per agent in the random-k topology.", ge=1)
+    adjacency: dict = opt({}, "Explicit topology: {receiver: [sources]}.")
+    impair_reports: bool = opt(False, "Apply the impairment model to the actor->broker report path too.")
+    seed: int = opt(0, "Seed of the impairment model and random topologies.", ge=0)
+
+
+@dataclass
+class NetConfig:
+    host: str = opt("127.0.0.1", "Address where the broker and the learner bind, and actors connect.")
+    broker_host: str = opt("", "Host actors use to reach the broker (empty: net.host).")
+    learner_host: str = opt("", "Host actors use to reach the learner (empty: net.host).")
+    learner_fragments_port: int = opt(5555, "Learner PULL port for fragments.", ge=1, le=65535)
+    learner_weights_port: int = opt(5556, "Learner PUB port for weights and stop.", ge=1, le=65535)
+    learner_router_port: int = opt(5557, "Learner ROUTER port: current weights on request.", ge=1, le=65535)
+    broker_reports_port: int = opt(5558, "Broker PULL port for critical reports.", ge=1, le=65535)
+    broker_snapshots_port: int = opt(5559, "Broker PUB port for critical snapshots.", ge=1, le=65535)
+    broker_router_port: int = opt(5560, "Broker ROUTER port: current snapshot on request.", ge=1, le=65535)
+    metrics_host: str = opt("127.0.0.1", "Address of every Prometheus metrics endpoint.")
+    metrics_port: int = opt(9400, "Broker metrics port; the learner uses +1 and actor i uses +2+i (0: off).", ge=0, le=65535)
+    max_message_mb: float = opt(64.0, "Messages larger than this are refused by every receiver.", gt=0.0)
+    heartbeat_s: float = opt(1.0, "Heartbeat interval of every process.", gt=0.0)
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    actor: ActorConfig = field(default_factory=ActorConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    comm: CommConfig = field(default_factory=CommConfig)
+    net: NetConfig = field(default_factory=NetConfig)
+
+    # ---- derived values, computed here once so every process agrees ----
+    def broker_addr(self) -> str:
+        return self.net.broker_host or self.net.host
+
+    def learner_addr(self) -> str:
+        return self.net.learner_host or self.net.host
+
+    def metrics_port_of(self, role: str, agent: int = 0) -> int:
+        """Port of a process's metrics endpoint (0: metrics off)."""
+        if self.net.metrics_port == 0:
+            return 0
+        return self.net.metrics_port + {"broker": 0, "learner": 1, "actor": 2 + agent}[role]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Environment variables that override addresses (set by Kubernetes manifests or by hand).
+ENV_OVERRIDES = {
+    "MAGICMASK_HOST": "net.host",
+    "MAGICMASK_BROKER_HOST": "net.broker_host",
+    "MAGICMASK_LEARNER_HOST": "net.learner_host",
+    "MAGICMASK_METRICS_HOST": "net.metrics_host",
+}
+
+
+def _sections() -> dict[str, type]:
+    return {f.name: f.type if isinstance(f.type, type) else globals()[f.type] for f in dataclasses.fields(Config)}
+
+
+def _field(section: str, name: str) -> dataclasses.Field:
+    sections = _sections()
+    if section not in sections:
+        raise ConfigError(f"unknown config section '{section}'; allowed: {', '.join(sections)}")
+    fields = {f.name: f for f in dataclasses.fields(sections[section])}
+    if name not in fields:
+        raise ConfigError(f"unknown config field '{section}.{name}'; allowed in '{section}': {', '.join(fields)}")
+    return fields[name]
+
+
+def _field_type(section: str, f: dataclasses.Field) -> type:
+    hints = typing.get_type_hints(_sections()[section])
+    t = hints[f.name]
+    return typing.get_origin(t) or t if not isinstance(t, types.UnionType) else str
+
+
+def _coerce(path: str, t: type, value: Any) -> Any:
+    """Turn a YAML or command-line value into the field's type, or say clearly why not."""
+    if t is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{path}={value!r}: expected true or false")
+    if t is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{path}={value!r}: expected an integer")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path}={value!r}: expected an integer") from None
+        if f != int(f):
+            raise ConfigError(f"{path}={value!r}: expected an integer")
+        return int(f)
+    if t is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{path}={value!r}: expected a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path}={value!r}: expected a number") from None
+    if t is dict:
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip() else {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}={value!r}: expected a mapping")
+        return value
+    if t is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{path}={value!r}: expected a string")
+        return str(value)
+    raise ConfigError(f"{path}: unsupported field type {t}")
+
+
+def set_value(cfg: Config, path: str, value: Any) -> None:
+    """Set `section.field` from a YAML or command-line value, type-checked."""
+    if path.count(".") != 1:
+        raise ConfigError(f"config path '{path}' must be 'section.field', e.g. ppo.lr")
+    section, name = path.split(".")
+    f = _field(section, name)
+    setattr(getattr(cfg, section), name, _coerce(path, _field_type(section, f), value))
+
+
+def validate(cfg: Config) -> Config:
+    """Check every field against its declared range or choices, then the cross-field rules."""
+    for section_name, section_type in _sections().items():
+        section = getattr(cfg, section_name)
+        for f in dataclasses.fields(section_type):
+            v = getattr(section, f.name)
+            m = f.metadata
+            path = f"{section_name}.{f.name}"
+            t = _field_type(section_name, f)
+            _coerce(path, t, v)  # type check
+            if m.get("choices") is not None and v not in m["choices"]:
+                raise ConfigError(f"{path}={v!r}: allowed values are {', '.join(map(str, m['choices']))}")
+            for key, ok, word in (("ge", lambda a, b: a >= b, ">="), ("gt", lambda a, b: a > b, ">"),
+                                  ("le", lambda a, b: a <= b, "<="), ("lt", lambda a, b: a < b, "<")):
+                if m.get(key) is not None and not ok(v, m[key]):
+                    raise ConfigError(f"{path}={v!r}: must be {word} {m[key]}")
+    if cfg.actor.eps_min > cfg.actor.eps0:
+        raise ConfigError(f"actor.eps_min={cfg.actor.eps_min} must be <= actor.eps0={cfg.actor.eps0}")
+    if (cfg.actor.fragment_len * cfg.env.copies) % cfg.ppo.minibatches:
+        raise ConfigError(
+            f"ppo.minibatches={cfg.ppo.minibatches} must divide actor.fragment_len*env.copies="
+            f"{cfg.actor.fragment_len * cfg.env.copies}")
+    ports = {k: v for k, v in dataclasses.asdict(cfg.net).items() if k.endswith("_port") and k != "metrics_port"}
+    if len(set(ports.values())) != len(ports):
+        raise ConfigError(f"net ports must differ, got {ports}")
+    if cfg.net.metrics_port:
+        used = range(cfg.net.metrics_port, cfg.net.metrics_port + 2 + cfg.run.agents)
+        clash = [k for k, v in ports.items() if v in used]
+        if clash or used.stop - 1 > 65535:
+            raise ConfigError(f"net.metrics_port={cfg.net.metrics_port}: its range {used.start}-{used.stop - 1} "
+                              f"(broker, learner, one per agent) overlaps {clash or 'the port limit 65535'}")
+    if cfg.comm.topology == "explicit":
+        for r, srcs in cfg.comm.adjacency.items():
+            ids = [r, *srcs] if isinstance(srcs, list) else None
+            if ids is None or not all(isinstance(i, int) and 0 <= i < cfg.run.agents for i in ids):
+                raise ConfigError(f"comm.adjacency={cfg.comm.adjacency!r}: expected {{receiver: [sources]}} "
+                                  f"with agent ids in 0..{cfg.run.agents - 1}")
+    from protocol.envspec import check_env_name  # local: envspec imports config's error type
+    check_env_name(cfg.env.name)
+    return cfg
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None, environ=None) -> Config:
+    """Defaults <- YAML file <- `--set` overrides <- address environment variables, then validate."""
+    cfg = Config()
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        data = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {str(p)!r}: expected a mapping of sections at the top level")
+        for section, values in data.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"config file {str(p)!r}: section '{section}' must be a mapping")
+            for name, value in values.items():
+                set_value(cfg, f"{section}.{name}", value)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.field=value")
+        key, value = item.split("=", 1)
+        set_value(cfg, key.strip(), yaml.safe_load(value) if value.strip() else "")
+    environ = os.environ if environ is None else environ
+    for var, key in ENV_OVERRIDES.items():
+        if environ.get(var):
+            set_value(cfg, key, environ[var])
+    return validate(cfg)
+
+
+def save(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def describe() -> str:
+    """Every field with its default and help text (the config reference in docs/ is made from this)."""
+    lines = []
+    for section_name, section_type in _sections().items():
+        lines.append(f"\n## {section_name}\n\n| field | default | help |\n|---|---|---|")
+        for f in dataclasses.fields(section_type):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            allowed = ""
+            if f.metadata.get("choices"):
+                allowed = f" Allowed: {', '.join(map(str, f.metadata['choices']))}."
+            lines.append(f"| `{section_name}.{f.name}` | `{default!r}` | {f.metadata['help']}{allowed} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,145 @@
+"""Message kinds and their schemas: what each kind's header body and arrays must look like.
+
+Every message is a msgpack header (see `codec.py`) plus one raw frame per array. The schema of a kind
+names its body fields with their types and its arrays with dtype and shape. Shapes use symbols that the
+receiver binds from its run config (`T` fragment length, `E` env copies, `A` actions, `K` key size,
+`obs` the observation shape); any other symbol must be the same wherever it appears in one message.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+PROTOCOL_VERSION = 1
+# Versions a receiver accepts: exactly its own (the format has no optional parts yet).
+COMPATIBLE_VERSIONS = (PROTOCOL_VERSION,)
+
+FRAGMENT, REPORT, SNAPSHOT, WEIGHTS, HEARTBEAT, STOP = (
+    "Fragment", "CriticalReport", "CriticalSnapshot", "Weights", "Heartbeat", "Stop")
+KINDS = (FRAGMENT, REPORT, SNAPSHOT, WEIGHTS, HEARTBEAT, STOP)
+
+DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
+
+
+class ProtocolError(ValueError):
+    """A received message is not acceptable; `cause` is the metric label, the text says why."""
+
+    def __init__(self, cause: str, detail: str):
+        super().__init__(f"{cause}: {detail}")
+        self.cause = cause
+
+
+@dataclass
+class Message:
+    kind: str
+    agent: int
+    incarnation: int
+    seq: int
+    policy_version: int
+    sent_at: float
+    body: dict = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Schema:
+    body: dict[str, type | tuple]                     # required body fields and their types
+    arrays: dict[str, tuple[str, tuple]] | None = None  # name -> (dtype, shape spec); None: free-form
+
+
+_STEP = ("T", "E")
+SCHEMAS: dict[str, Schema] = {
+    FRAGMENT: Schema(
+        body={"episodes": list, "env_steps": int, "eval": dict},
+        arrays={
+            "obs": ("obs_dtype", ("T", "E", "*obs")),
+            "actions": ("int64", _STEP),
+            "legal": ("bool", ("T", "E", "A")),
+            "logp_mu": ("float32", _STEP),
+            "logp_pi": ("float32", _STEP),
+            "values": ("float32", _STEP),
+            "mask_values": ("float32", _STEP),
+            "rewards": ("float32", _STEP),
+            "terminated": ("bool", _STEP),
+            "truncated": ("bool", _STEP),
+            "final_values": ("float32", _STEP),
+            "final_mask_values": ("float32", _STEP),
+            "boot_values": ("float32", ("E",)),
+            "boot_mask_values": ("float32", ("E",)),
+            "m": ("float32", _STEP),
+            "perturbed": ("bool", _STEP),
+            "mask_applied": ("bool", _STEP),
+            "eps_random": ("bool", _STEP),
+            "guided": ("bool", _STEP),
+            "eps": ("float32", _STEP),
+        }),
+    REPORT: Schema(
+        body={"env_steps": int},
+        arrays={
+            "keys": ("float32", ("N", "K")),
+            "scores": ("float32", ("N",)),
+            "steps": ("int64", ("N",)),
+            "positions": ("int32", ("N",)),
+        }),
+    SNAPSHOT: Schema(
+        body={"created_at": float, "clock": int, "receiver": int},
+        arrays={
+            "keys": ("float32", ("N", "K")),
+            "scores": ("float32", ("N",)),
+            "finders": ("int64", ("N",)),     # bit set of the agents that reported the state
+        }),
+    WEIGHTS: Schema(body={"target": int}, arrays=None),
+    HEARTBEAT: Schema(body={"role": str}, arrays=None),
+    STOP: Schema(body={"reason": str}, arrays={}),
+}
+
+
+def _type_ok(v: Any, t) -> bool:
+    if t is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if t is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    return isinstance(v, t)
+
+
+def validate(msg: Message, context: dict[str, Any], allowed_kinds=KINDS) -> Message:
+    """Check a decoded message against its kind's schema and the receiver's run context.
+
+    `context` binds shape symbols (`T`, `E`, `A`, `K`, `obs`) and `obs_dtype`; unbound symbols are free but
+    consistent. Raises ProtocolError with the cause used as the drop-metric label.
+    """
+    if msg.kind not in allowed_kinds:
+        raise ProtocolError("kind", f"kind {msg.kind!r} is not accepted on this socket (accepted: {', '.join(allowed_kinds)})")
+    schema = SCHEMAS[msg.kind]
+    for name, t in schema.body.items():
+        if name not in msg.body:
+            raise ProtocolError("schema", f"{msg.kind}: body field {name!r} missing")
+        if not _type_ok(msg.body[name], t):
+            raise ProtocolError("schema", f"{msg.kind}: body field {name!r}={msg.body[name]!r:.80} is not {t}")
+    if schema.arrays is None:
+        return msg
+    if set(msg.arrays) != set(schema.arrays):
+        missing = sorted(set(schema.arrays) - set(msg.arrays))
+        extra = sorted(set(msg.arrays) - set(schema.arrays))
+        raise ProtocolError("schema", f"{msg.kind}: arrays missing {missing}, unexpected {extra}")
+    free: dict[str, int] = {}
+    for name, (dtype, shape) in schema.arrays.items():
+        arr = msg.arrays[name]
+        want_dtype = context.get("obs_dtype", "float32") if dtype == "obs_dtype" else dtype
+        if arr.dtype.name != want_dtype:
+            raise ProtocolError("dtype", f"{msg.kind}.{name}: dtype {arr.dtype.name}, expected {want_dtype}")
+        want: list[int | None] = []
+        for sym in shape:
+            if sym == "*obs":
+                want.extend(context["obs"]) if "obs" in context else want.extend([None] * (arr.ndim - len(shape) + 1))
+            elif sym in context:
+                want.append(int(context[sym]))
+            else:
+                want.append(free.setdefault(sym, arr.shape[len(want)] if arr.ndim > len(want) else -1))
+        if arr.ndim != len(want) or any(w is not None and w != s for w, s in zip(want, arr.shape)):
+            raise ProtocolError("shape", f"{msg.kind}.{name}: shape {list(arr.shape)}, expected {want}")
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise ProtocolError("value", f"{msg.kind}.{name}: contains NaN or infinity")
+    return msg
