@@ -70,7 +70,8 @@ SCHEMAS: dict[str, Schema] = {
             "boot_mask_values": ("float32", ("E",)),
             "m": ("float32", _STEP),
             "perturbed": ("bool", _STEP),
-            "mask_applied": ("bool", _STEP),
+            "masked": ("bool", _STEP),        # the mask's coin was part of the behaviour distribution
+            "mask_applied": ("bool", _STEP),  # ... and decided the action (masked and not epsilon-random)
             "eps_random": ("bool", _STEP),
             "guided": ("bool", _STEP),
             "eps": ("float32", _STEP),

@@ -1,0 +1,326 @@
+"""The actor process of one agent: E env copies, masked action selection, fragments to the learner,
+critical reports to the broker, peer guidance from the broker's latest snapshot.
+
+Sockets (DESIGN.md): PUSH fragments -> learner (a full pipe blocks: training data is never dropped),
+SUB weights <- learner (topic per agent, last-value semantics), DEALER -> learner ROUTER for the current
+weights at start, PUSH reports -> broker, SUB snapshots <- broker (topic "snap/<agent>"), DEALER -> broker
+ROUTER for the current snapshot at start (the Clone pattern: subscribe first, then ask for state, then
+ignore stream messages whose sequence number is not newer).
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import zmq
+from prometheus_client import Counter, Gauge, start_http_server
+
+from actors.action_selection import epsilon, select_training, softmax_legal
+from actors.envs import make_env
+from actors.evaluation import evaluate
+from actors.state_keys import StateKeys, max_cosine
+from learner.networks import AgentNets
+from protocol import messages as M
+from protocol.codec import Sender
+from protocol.config import Config
+from protocol.drops import DropLog
+from protocol.envspec import EnvSpec
+from protocol.transport import make_socket, receive, tcp
+
+log = logging.getLogger("actor")
+
+STEPS = Counter("magicmask_actor_env_steps", "Env steps taken by this actor", ["agent"])
+FRAGMENTS = Counter("magicmask_actor_fragments", "Fragments sent to the learner", ["agent"])
+REPORTS = Counter("magicmask_actor_reports", "Critical reports sent to the broker", ["agent"])
+SNAP_SEQ = Gauge("magicmask_actor_snapshot_seq", "Sequence number of the latest snapshot used", ["agent"])
+SNAP_GAPS = Counter("magicmask_actor_snapshot_gaps", "Snapshots missed (sequence-number gaps)", ["agent"])
+SNAP_AGE = Gauge("magicmask_actor_snapshot_delay_seconds", "Delivery delay of the latest snapshot", ["agent"])
+POLICY_VERSION = Gauge("magicmask_actor_policy_version", "Policy version in use", ["agent"])
+GUIDED = Counter("magicmask_actor_guided_steps", "Steps left unperturbed because a peer marked them critical", ["agent"])
+
+
+class PeerPolicies:
+    """Latest weights of every agent (own and peers), inference only. Peers play the other seats."""
+
+    def __init__(self, spec: EnvSpec, cfg: Config):
+        self.nets: dict[int, AgentNets] = {}
+        self.versions: dict[int, int] = {}
+        self.spec, self.cfg = spec, cfg
+        self.rng = np.random.default_rng()
+
+    def load(self, agent: int, arrays: dict, version: int) -> None:
+        net = self.nets.get(agent)
+        if net is None:
+            net = AgentNets(1, self.spec.obs_dim, self.spec.n_actions, self.cfg.ppo.hidden)
+            net.requires_grad_(False)
+        net.load_agent_state(0, arrays)  # raises ValueError on a wrong name or shape
+        self.nets[agent] = net
+        self.versions[agent] = version
+
+    @torch.no_grad()
+    def forward(self, agent: int, obs: np.ndarray):
+        logits, value, mlogit, mvalue = self.nets[agent](torch.as_tensor(obs)[None])
+        return logits[0].numpy(), value[0].numpy(), torch.sigmoid(mlogit[0]).numpy(), mvalue[0].numpy()
+
+    def opponent(self, agent: int, obs: np.ndarray, legal: np.ndarray) -> int:
+        """A peer's move in a shared world: sampled from its policy; uniform random until its weights arrive."""
+        if agent not in self.nets:
+            return int(self.rng.choice(np.flatnonzero(legal)))
+        logits = self.forward(agent, obs[None])[0]
+        p = softmax_legal(logits, legal[None])[0]
+        return int(self.rng.choice(len(p), p=p))
+
+
+class Actor:
+    def __init__(self, cfg: Config, agent: int, run_dir: Path, stop_event=None):
+        self.cfg, self.agent, self.run_dir = cfg, agent, Path(run_dir)
+        self.stop_event = stop_event
+        self.sender = Sender(agent)
+        self.seed = cfg.run.seed * 100_003 + agent * 7919 + (self.sender.incarnation % 9973)
+        self.rng = np.random.default_rng(self.seed)
+        self.envs = [make_env(cfg, agent, c) for c in range(cfg.env.copies)]
+        self.spec = self.envs[0].spec
+        self.peers = PeerPolicies(self.spec, cfg)
+        for env in self.envs:
+            env.set_opponent(self.peers.opponent)
+        self.keys = StateKeys(self.spec.obs_dim, cfg.actor.key_dim, cfg.actor.key_seed)
+        n_masked = int(round(cfg.mask.masked_copies * cfg.env.copies))
+        self.masked_copy = np.arange(cfg.env.copies) < n_masked
+        self.max_bytes = int(cfg.net.max_message_mb * 2**20)
+        self.drops = DropLog(log)
+        self.version = -1
+        self.t = 0                 # this agent's env steps (all copies)
+        self.snap_seq = 0
+        self.snap_keys = np.zeros((0, cfg.actor.key_dim), np.float32)
+        self.episodes: list[dict] = []
+        self.ep_return = np.zeros(cfg.env.copies)
+        self.ep_len = np.zeros(cfg.env.copies, dtype=np.int64)
+        self.episode_seed = self.seed * 1000
+        self.stopped = False
+
+    # ---------------- sockets ----------------
+    def connect(self) -> None:
+        cfg, ctx = self.cfg, zmq.Context.instance()
+        self.ctx = ctx
+        la, ba = cfg.learner_addr(), cfg.broker_addr()
+        self.frag_sock = make_socket(ctx, zmq.PUSH, hwm=2)
+        self.frag_sock.connect(tcp(la, cfg.net.learner_fragments_port))
+        self.weights_sock = make_socket(ctx, zmq.SUB, max_bytes=self.max_bytes)
+        self.weights_sock.setsockopt(zmq.SUBSCRIBE, b"w/")
+        self.weights_sock.setsockopt(zmq.SUBSCRIBE, b"stop")
+        self.weights_sock.connect(tcp(la, cfg.net.learner_weights_port))
+        self.learner_req = make_socket(ctx, zmq.DEALER, max_bytes=self.max_bytes)
+        self.learner_req.connect(tcp(la, cfg.net.learner_router_port))
+        self.report_sock = make_socket(ctx, zmq.PUSH, hwm=100)
+        self.report_sock.connect(tcp(ba, cfg.net.broker_reports_port))
+        self.snap_sock = make_socket(ctx, zmq.SUB, max_bytes=self.max_bytes)
+        self.snap_sock.setsockopt(zmq.SUBSCRIBE, b"snap/%d" % self.agent)
+        self.snap_sock.connect(tcp(ba, cfg.net.broker_snapshots_port))
+        self.broker_req = make_socket(ctx, zmq.DEALER, max_bytes=self.max_bytes)
+        self.broker_req.connect(tcp(ba, cfg.net.broker_router_port))
+        self.poller = zmq.Poller()
+        for s in (self.weights_sock, self.learner_req, self.snap_sock, self.broker_req):
+            self.poller.register(s, zmq.POLLIN)
+
+    def close(self) -> None:
+        for s in (self.frag_sock, self.weights_sock, self.learner_req, self.report_sock, self.snap_sock, self.broker_req):
+            s.close(linger=0)
+
+    def request_state(self) -> None:
+        """Late joiner: ask for the current weights and snapshot (subscriptions are already open)."""
+        hb = {"role": "actor"}
+        self.learner_req.send_multipart(self.sender.pack(M.HEARTBEAT, {**hb, "want": "weights"}))
+        self.broker_req.send_multipart(self.sender.pack(M.HEARTBEAT, {**hb, "want": "snapshot"}))
+
+    def poll(self, timeout_ms: int = 0) -> None:
+        """Apply every pending weights, snapshot and stop message; never blocks longer than timeout_ms."""
+        events = dict(self.poller.poll(timeout_ms))
+        for sock in (self.weights_sock, self.learner_req):
+            while sock in events and sock.poll(0):
+                msg = receive(sock, "weights", self.drops, self.max_bytes, kinds=(M.WEIGHTS, M.STOP),
+                              topic=sock is self.weights_sock)
+                if msg is None:
+                    continue
+                if msg.kind == M.STOP:
+                    log.info("stop received from the learner: %s", msg.body.get("reason"))
+                    self.stopped = True
+                    continue
+                self.on_weights(msg)
+        for sock in (self.snap_sock, self.broker_req):
+            while sock in events and sock.poll(0):
+                msg = receive(sock, "snapshots", self.drops, self.max_bytes, kinds=(M.SNAPSHOT,),
+                              context={"K": self.cfg.actor.key_dim}, topic=sock is self.snap_sock)
+                if msg is not None:
+                    self.on_snapshot(msg)
+
+    def on_weights(self, msg: M.Message) -> None:
+        target = msg.body["target"]
+        if not isinstance(target, int) or not 0 <= target < self.cfg.run.agents:
+            self.drops.drop("weights", "schema", f"target {target!r} out of range")
+            return
+        if msg.policy_version <= self.peers.versions.get(target, -1):
+            return  # last-value semantics: an older or repeated message is ignored
+        try:
+            self.peers.load(target, msg.arrays, msg.policy_version)
+        except ValueError as e:
+            self.drops.drop("weights", "shape", str(e))
+            return
+        if target == self.agent:
+            self.version = msg.policy_version
+            self.t = max(self.t, int(msg.body.get("env_steps", 0)))  # resume keeps the epsilon schedule
+            POLICY_VERSION.labels(self.agent).set(self.version)
+
+    def on_snapshot(self, msg: M.Message) -> None:
+        if msg.seq <= self.snap_seq:
+            return  # Clone pattern: the stream may repeat what the state request already gave
+        if self.snap_seq and msg.seq > self.snap_seq + 1:
+            SNAP_GAPS.labels(self.agent).inc(msg.seq - self.snap_seq - 1)
+        self.snap_seq = msg.seq
+        SNAP_SEQ.labels(self.agent).set(msg.seq)
+        SNAP_AGE.labels(self.agent).set(max(0.0, time.time() - msg.body["created_at"]))
+        others = (msg.arrays["finders"] & ~np.int64(1 << self.agent)) != 0
+        self.snap_keys = np.ascontiguousarray(msg.arrays["keys"][others])
+
+    # ---------------- acting ----------------
+    def reset_copy(self, c: int):
+        self.episode_seed += 1
+        env = self.envs[c]
+        if hasattr(env, "set_episode_opponent"):
+            others = [a for a in range(self.cfg.run.agents) if a != self.agent] or [self.agent]
+            rnd = self.rng.random() < self.cfg.env.random_opponent_frac
+            env.set_episode_opponent(-1 if rnd else int(self.rng.choice(others)))
+        obs, legal, _ = env.reset(seed=self.episode_seed)
+        return obs, legal
+
+    def collect(self, obs, legal, pos):
+        """One fragment: T steps of every copy. Returns the arrays, and the state to continue from."""
+        cfg, T, E = self.cfg, self.cfg.actor.fragment_len, self.cfg.env.copies
+        A = self.spec.n_actions
+        buf = {
+            "obs": np.zeros((T, E, *self.spec.obs_shape), self.spec.obs_dtype),
+            "actions": np.zeros((T, E), np.int64), "legal": np.zeros((T, E, A), bool),
+            **{k: np.zeros((T, E), np.float32) for k in (
+                "logp_mu", "logp_pi", "values", "mask_values", "rewards", "final_values", "final_mask_values", "m", "eps")},
+            **{k: np.zeros((T, E), bool) for k in (
+                "terminated", "truncated", "perturbed", "masked", "mask_applied", "eps_random", "guided")},
+        }
+        report = {"keys": [], "scores": [], "steps": [], "positions": []}
+        for t in range(T):
+            obs_b, legal_b = np.stack(obs), np.stack(legal)
+            logits, value, m, mvalue = self.peers.forward(self.agent, obs_b)
+            pi = softmax_legal(logits, legal_b)
+            eps = epsilon(self.t, cfg.actor.eps0, cfg.actor.eps_min, cfg.actor.eps_decay, cfg.actor.eps_fixed)
+            keys = self.keys(obs_b)
+            guided = np.zeros(E, bool)
+            if cfg.comm.enabled and len(self.snap_keys):
+                guided = max_cosine(keys, self.snap_keys) >= cfg.actor.guidance_rho
+                GUIDED.labels(self.agent).inc(int(guided.sum()))
+            masked = self.masked_copy & (self.t >= cfg.mask.start_step) & ~guided
+            actions, logp_mu, perturbed, eps_random, applied = select_training(
+                self.rng, pi, legal_b, m, eps, masked, guided)
+            buf["obs"][t], buf["legal"][t], buf["actions"][t] = obs_b, legal_b, actions
+            buf["logp_mu"][t], buf["logp_pi"][t] = logp_mu, np.log(pi[np.arange(E), actions])
+            buf["values"][t], buf["mask_values"][t], buf["m"][t], buf["eps"][t] = value, mvalue, m, eps
+            buf["perturbed"][t], buf["masked"][t], buf["mask_applied"][t] = perturbed, masked, applied
+            buf["eps_random"][t], buf["guided"][t] = eps_random, guided
+            report["keys"].append(keys)
+            report["scores"].append(m)
+            report["steps"].append(np.full(E, self.t, np.int64))
+            report["positions"].append(pos.astype(np.int32).copy())
+            for c in range(E):
+                o, lg, r, term, trunc, info = self.envs[c].step(int(actions[c]))
+                buf["rewards"][t, c], buf["terminated"][t, c], buf["truncated"][t, c] = r, term, trunc
+                self.ep_return[c] += r
+                self.ep_len[c] += 1
+                pos[c] += 1
+                if term or trunc:
+                    if trunc and not term:  # bootstrap from the real final observation's value
+                        _, fv, _, fmv = self.peers.forward(self.agent, o[None])
+                        buf["final_values"][t, c], buf["final_mask_values"][t, c] = fv[0], fmv[0]
+                    self.episodes.append({"return": float(self.ep_return[c]), "length": int(self.ep_len[c]),
+                                          **{k: float(v) for k, v in info.get("episode_stats", {}).items()}})
+                    self.ep_return[c], self.ep_len[c], pos[c] = 0.0, 0, 0
+                    o, lg = self.reset_copy(c)
+                obs[c], legal[c] = o, lg
+            self.t += E
+            STEPS.labels(self.agent).inc(E)
+            if self.t % cfg.actor.report_every < E:
+                self.send_report(report)
+                report = {k: [] for k in report}
+        _, bv, _, bmv = self.peers.forward(self.agent, np.stack(obs))
+        buf["boot_values"], buf["boot_mask_values"] = bv.astype(np.float32), bmv.astype(np.float32)
+        return buf
+
+    def send_report(self, report: dict) -> None:
+        """A CriticalReport: the highest-m (least perturbable) states since the last report."""
+        if not report["scores"]:
+            return
+        scores = np.concatenate(report["scores"]).astype(np.float32)
+        top = np.argsort(-scores, kind="stable")[: self.cfg.actor.report_top]
+        arrays = {"keys": np.concatenate(report["keys"])[top].astype(np.float32), "scores": scores[top],
+                  "steps": np.concatenate(report["steps"])[top], "positions": np.concatenate(report["positions"])[top]}
+        try:
+            self.report_sock.send_multipart(self.sender.pack(M.REPORT, {"env_steps": self.t}, arrays), flags=zmq.NOBLOCK)
+            REPORTS.labels(self.agent).inc()
+        except zmq.Again:
+            pass  # broker unreachable and its pipe full: reports are advisory, a later one supersedes this
+
+    def send_fragment(self, buf: dict, eval_stats: dict) -> None:
+        """PUSH with back-pressure: wait until the learner takes it, but keep serving weights and stop."""
+        frames = self.sender.pack(M.FRAGMENT, {"episodes": self.episodes, "env_steps": self.t, "eval": eval_stats},
+                                  buf, policy_version=self.version)
+        self.episodes = []
+        while not self.should_stop():
+            if self.frag_sock.poll(200, zmq.POLLOUT):
+                self.frag_sock.send_multipart(frames, copy=False)
+                FRAGMENTS.labels(self.agent).inc()
+                return
+            self.poll(0)
+
+    def should_stop(self) -> bool:
+        return self.stopped or (self.stop_event is not None and self.stop_event.is_set())
+
+    def run(self) -> None:
+        self.connect()
+        try:
+            self.request_state()
+            start = last_ask = time.monotonic()
+            while self.version < 0 and not self.should_stop():
+                if time.monotonic() - start > self.cfg.actor.weights_timeout_s:
+                    raise TimeoutError(f"no weights from the learner at {self.cfg.learner_addr()}:"
+                                       f"{self.cfg.net.learner_router_port} within {self.cfg.actor.weights_timeout_s}s")
+                self.poll(200)
+                if time.monotonic() - last_ask > 2.0:  # the learner may have started after us: ask again
+                    self.request_state()
+                    last_ask = time.monotonic()
+            log.info("agent %d: weights version %d received, acting", self.agent, self.version)
+            state = [self.reset_copy(c) for c in range(self.cfg.env.copies)]
+            obs, legal = [s[0] for s in state], [s[1] for s in state]
+            pos = np.zeros(self.cfg.env.copies, np.int64)
+            n = 0
+            while not self.should_stop():
+                self.poll(0)
+                buf = self.collect(obs, legal, pos)
+                n += 1
+                ev = {}
+                if self.cfg.env.eval_every and n % self.cfg.env.eval_every == 0:
+                    ev = evaluate(self.cfg, self.agent, self.peers, self.rng)
+                self.send_fragment(buf, ev)
+        finally:
+            self.close()
+
+
+def main(cfg: Config, agent: int, run_dir: Path, stop_event=None) -> int:
+    torch.set_num_threads(1)  # one core per actor: more threads thrash on small machines
+    if not stop_event and cfg.metrics_port_of("actor", agent):
+        start_http_server(cfg.metrics_port_of("actor", agent), addr=cfg.net.metrics_host)
+    actor = Actor(cfg, agent, run_dir, stop_event)
+    if stop_event is None:
+        signal.signal(signal.SIGTERM, lambda *_: setattr(actor, "stopped", True))
+        signal.signal(signal.SIGINT, lambda *_: setattr(actor, "stopped", True))
+    actor.run()
+    return 0

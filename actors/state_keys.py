@@ -1,0 +1,27 @@
+"""State keys: every agent maps observations to keys with the same seeded random projection, so that keys
+from different agents and processes live in one space and can be compared by cosine similarity (the
+broker merges near-duplicates; actors skip perturbation of states peers marked critical)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+class StateKeys:
+    def __init__(self, obs_dim: int, key_dim: int, seed: int):
+        rng = np.random.default_rng(seed)
+        # Gaussian projection: preserves cosine similarity approximately (Johnson-Lindenstrauss).
+        self.proj = rng.standard_normal((obs_dim, key_dim)).astype(np.float32) / np.sqrt(key_dim)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        """obs[B, *obs_shape] -> unit keys[B, key_dim] (a zero observation maps to a zero key)."""
+        flat = obs.reshape(obs.shape[0], -1).astype(np.float32, copy=False)
+        keys = flat @ self.proj
+        norms = np.linalg.norm(keys, axis=1, keepdims=True)
+        return keys / np.maximum(norms, 1e-8)
+
+
+def max_cosine(keys: np.ndarray, bank: np.ndarray) -> np.ndarray:
+    """Highest cosine similarity of each key to any key of the bank (-1 for an empty bank)."""
+    if bank.shape[0] == 0:
+        return np.full(keys.shape[0], -1.0, np.float32)
+    return (keys @ bank.T).max(axis=1)

@@ -1,0 +1,43 @@
+"""Atomic checkpoints: write to a temporary file in the same folder, fsync, then rename over the target,
+so a crash mid-write never leaves a half checkpoint. Loaded with `weights_only=True`: a checkpoint holds
+tensors and plain Python values only, never pickled objects."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+LATEST = "latest.pt"
+
+
+def save(state: dict, folder: Path, version: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        target = folder / f"ckpt-{version:08d}.pt"
+        os.replace(tmp, target)
+        latest_tmp = folder / ".latest.tmp"
+        latest_tmp.write_text(target.name)
+        os.replace(latest_tmp, folder / "latest")
+        return target
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def latest(folder: Path) -> Path | None:
+    pointer = folder / "latest"
+    if not pointer.is_file():
+        return None
+    path = folder / pointer.read_text().strip()
+    return path if path.is_file() else None
+
+
+def load(path: Path, device="cpu") -> dict:
+    return torch.load(path, map_location=device, weights_only=True)

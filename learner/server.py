@@ -1,0 +1,311 @@
+"""The learner process: receives fragments, assembles one batch per agent, runs one batched PPO + mask
+update for all agents at once, publishes versioned weights, writes metrics and checkpoints.
+
+Sockets: PULL fragments (its high-water mark plus PUSH on the actor side is the back-pressure: a full
+pipe blocks actors, training data is never dropped silently), PUB weights (topic "w/<agent>", each
+message complete on its own: last-value semantics) and "stop", ROUTER for late joiners asking for the
+current weights.
+
+Batch rule: an update runs when every live agent has `fragments_per_batch` fragments, or when
+`batch_deadline_s` passed since the first agent had its batch (then with the agents that have one).
+Fragments whose policy version lags by more than `max_policy_lag` are dropped and counted; a fragment
+from a new incarnation of an actor discards what the old one had queued (its partial state is void).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import zmq
+from prometheus_client import Counter, Gauge, start_http_server
+
+from learner import checkpoint
+from learner.batched_ppo import BatchedPPO
+from learner.networks import AgentNets
+from protocol import messages as M
+from protocol.codec import Sender
+from protocol.config import Config
+from protocol.drops import DropLog
+from protocol.envspec import EnvSpec
+from protocol.transport import make_socket, receive, tcp
+
+log = logging.getLogger("learner")
+
+UPDATES = Counter("magicmask_learner_updates", "Batched updates done")
+VERSION = Gauge("magicmask_learner_policy_version", "Current policy version")
+AGENT_STEPS = Gauge("magicmask_learner_agent_env_steps", "Env steps consumed per agent", ["agent"])
+AGENT_RETURN = Gauge("magicmask_learner_mean_return", "Mean training episode return (last batch)", ["agent"])
+AGENT_KEEP = Gauge("magicmask_learner_keep_rate", "Mean mask keep-probability m (last batch)", ["agent"])
+AGENT_LAG = Gauge("magicmask_learner_policy_lag", "Policy lag of the agent's last fragment", ["agent"])
+AGENT_EVAL = Gauge("magicmask_learner_eval", "Latest evaluation figures reported by the actor", ["agent", "name"])
+STALE = Counter("magicmask_learner_stale_fragments", "Fragments dropped for policy lag", ["agent"])
+RESTARTS = Counter("magicmask_learner_actor_incarnations", "New actor incarnations seen", ["agent"])
+SPS = Gauge("magicmask_learner_steps_per_second", "Env steps per second consumed (all agents)")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"learner.device={name!r} but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+class Learner:
+    def __init__(self, cfg: Config, spec: EnvSpec, run_dir: Path, stop_event=None):
+        self.cfg, self.spec, self.run_dir = cfg, spec, Path(run_dir)
+        self.stop_event = stop_event
+        self.device = resolve_device(cfg.learner.device)
+        self.n = cfg.run.agents
+        torch.manual_seed(cfg.run.seed)
+        self.nets = AgentNets(self.n, spec.obs_dim, spec.n_actions, cfg.ppo.hidden,
+                              mask_init_bias=cfg.mask.init_bias, seed=cfg.run.seed).to(self.device)
+        self.ppo = BatchedPPO(self.nets, cfg.ppo, cfg.mask, self.device)
+        self.version = 0
+        self.consumed = np.zeros(self.n, np.int64)       # env steps trained on, per agent
+        self.pending: dict[int, list] = defaultdict(list)
+        self.first_ready: float | None = None
+        self.last_seen = np.full(self.n, time.monotonic())
+        self.incarnation: dict[int, int] = {}
+        self.retired: set[tuple[int, int]] = set()
+        self.last_eval: dict[int, dict] = {}
+        self.returns: dict[int, list] = defaultdict(list)
+        self.drops = DropLog(log)
+        self.sender = Sender(-1)
+        self.max_bytes = int(cfg.net.max_message_mb * 2**20)
+        self.context = {"T": cfg.actor.fragment_len, "E": cfg.env.copies, "A": spec.n_actions,
+                        "obs": spec.obs_shape, "obs_dtype": spec.obs_dtype}
+        self.stopping = False
+        self.tb = None
+        if cfg.learner.resume:
+            self.resume()
+
+    # ---------------- state ----------------
+    def state(self) -> dict:
+        return {"nets": self.nets.state_dict(), "optim": self.ppo.optimizer.state_dict(),
+                "version": self.version, "consumed": torch.as_tensor(self.consumed), "spec": self.spec.to_dict()}
+
+    def resume(self) -> None:
+        path = checkpoint.latest(self.run_dir / "checkpoints")
+        if path is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir / 'checkpoints'}")
+        st = checkpoint.load(path, self.device)
+        if st["spec"] != self.spec.to_dict():
+            raise ValueError(f"--resume: checkpoint {path} was made for env spec {st['spec']}, this run has {self.spec.to_dict()}")
+        self.nets.load_state_dict(st["nets"])
+        self.ppo.optimizer.load_state_dict(st["optim"])
+        self.version = int(st["version"])
+        self.consumed = st["consumed"].numpy().astype(np.int64)
+        log.info("resumed from %s at version %d, steps %s", path, self.version, self.consumed.tolist())
+
+    # ---------------- sockets ----------------
+    def bind(self) -> None:
+        cfg, ctx = self.cfg, zmq.Context.instance()
+        self.frag_sock = make_socket(ctx, zmq.PULL, hwm=cfg.learner.fragment_queue, max_bytes=self.max_bytes)
+        self.frag_sock.bind(tcp(cfg.net.host, cfg.net.learner_fragments_port))
+        self.pub = make_socket(ctx, zmq.PUB, hwm=100)
+        self.pub.bind(tcp(cfg.net.host, cfg.net.learner_weights_port))
+        self.router = make_socket(ctx, zmq.ROUTER, max_bytes=self.max_bytes)
+        self.router.bind(tcp(cfg.net.host, cfg.net.learner_router_port))
+
+    def close(self) -> None:
+        for s in (self.frag_sock, self.pub, self.router):
+            s.close(linger=0)
+
+    def weights_frames(self, agent: int) -> list:
+        arrays = self.nets.agent_state(agent)
+        return self.sender.pack(M.WEIGHTS, {"target": agent, "env_steps": int(self.consumed[agent])}, arrays,
+                                policy_version=self.version)
+
+    def publish(self) -> None:
+        for a in range(self.n):
+            self.pub.send_multipart([b"w/%d" % a, *self.weights_frames(a)])
+
+    def publish_stop(self, reason: str) -> None:
+        self.pub.send_multipart([b"stop", *self.sender.pack(M.STOP, {"reason": reason})])
+
+    # ---------------- receiving ----------------
+    def on_fragment(self, msg: M.Message) -> None:
+        a = msg.agent
+        if not 0 <= a < self.n:
+            self.drops.drop("fragments", "schema", f"agent id {a} not in 0..{self.n - 1}")
+            return
+        if (a, msg.incarnation) in self.retired:
+            self.drops.drop("fragments", "old_incarnation", f"agent {a} incarnation {msg.incarnation} was replaced")
+            return
+        if self.incarnation.get(a) != msg.incarnation:
+            if a in self.incarnation:
+                self.retired.add((a, self.incarnation[a]))
+                log.warning("agent %d restarted (incarnation %x -> %x): its queued fragments are discarded",
+                            a, self.incarnation[a], msg.incarnation)
+                self.pending[a].clear()
+            self.incarnation[a] = msg.incarnation
+            RESTARTS.labels(a).inc()
+        self.last_seen[a] = time.monotonic()
+        lag = self.version - msg.policy_version
+        AGENT_LAG.labels(a).set(lag)
+        if lag > self.cfg.learner.max_policy_lag:
+            STALE.labels(a).inc()
+            self.drops.drop("fragments", "stale", f"agent {a}: policy lag {lag} > {self.cfg.learner.max_policy_lag}")
+            return
+        self.pending[a].append(msg)
+        for ep in msg.body["episodes"]:
+            if isinstance(ep, dict) and isinstance(ep.get("return"), (int, float)):
+                self.returns[a].append(float(ep["return"]))
+        if msg.body["eval"]:
+            self.last_eval[a] = {k: float(v) for k, v in msg.body["eval"].items() if isinstance(v, (int, float))}
+            for k, v in self.last_eval[a].items():
+                AGENT_EVAL.labels(a, k).set(v)
+        if len(self.pending[a]) >= self.cfg.learner.fragments_per_batch and self.first_ready is None:
+            self.first_ready = time.monotonic()
+
+    def on_request(self, ident: bytes, msg: M.Message | None) -> None:
+        if msg is None or msg.body.get("want") != "weights":
+            return
+        for a in range(self.n):
+            self.router.send_multipart([ident, *self.weights_frames(a)])
+
+    # ---------------- updating ----------------
+    def ready_agents(self) -> list[int]:
+        k = self.cfg.learner.fragments_per_batch
+        ready = [a for a in range(self.n) if len(self.pending[a]) >= k]
+        if not ready:
+            return []
+        now = time.monotonic()
+        live = [a for a in range(self.n) if now - self.last_seen[a] < self.cfg.learner.liveness_s]
+        if all(a in ready for a in live):
+            return ready
+        if self.first_ready is not None and now - self.first_ready >= self.cfg.learner.batch_deadline_s:
+            return ready
+        return []
+
+    def make_batch(self, agents: list[int]) -> dict[str, torch.Tensor]:
+        k = self.cfg.learner.fragments_per_batch
+        per_agent = []
+        for a in agents:
+            frags, self.pending[a] = self.pending[a][:k], self.pending[a][k:]
+            per_agent.append(frags)
+        batch = {}
+        for name in M.SCHEMAS[M.FRAGMENT].arrays:
+            axis = 0 if name.startswith("boot_") else 1  # fragments join along the copies axis
+            stacked = np.stack([np.concatenate([f.arrays[name] for f in frags], axis=axis) for frags in per_agent])
+            batch[name] = torch.as_tensor(stacked, device=self.device)
+        return batch
+
+    def update(self, agents: list[int]) -> None:
+        t0 = time.monotonic()
+        batch = self.make_batch(agents)
+        steps = batch["actions"][0].numel()
+        lr_frac = max(0.0, 1.0 - float(self.consumed.mean()) / self.cfg.run.total_steps) if self.cfg.ppo.anneal_lr else 1.0
+        stats = self.ppo.update(batch, agents, lr_frac)
+        self.version += 1
+        for a in agents:
+            self.consumed[a] += steps
+        self.first_ready = None if not any(len(self.pending[a]) >= self.cfg.learner.fragments_per_batch
+                                           for a in range(self.n)) else time.monotonic()
+        self.publish()
+        self.record(agents, stats, steps, time.monotonic() - t0)
+        if self.version % self.cfg.learner.checkpoint_every == 0:
+            self.save()
+
+    def record(self, agents, stats, steps, update_s) -> None:
+        UPDATES.inc()
+        VERSION.set(self.version)
+        now = time.time()
+        elapsed = now - self.t_start
+        sps = float(self.consumed.sum() - self.consumed_start) / max(elapsed, 1e-9)
+        SPS.set(sps)
+        row = {"time": now, "version": self.version, "update_s": update_s, "steps_per_s": sps, "agents": {}}
+        for j, a in enumerate(agents):
+            rets = self.returns.pop(a, [])
+            d = {k: float(v[j]) for k, v in stats.items()}
+            d["env_steps"] = int(self.consumed[a])
+            if rets:
+                d["mean_return"] = float(np.mean(rets))
+                AGENT_RETURN.labels(a).set(d["mean_return"])
+            AGENT_STEPS.labels(a).set(self.consumed[a])
+            AGENT_KEEP.labels(a).set(d.get("keep_rate", 0.0))
+            ev = self.last_eval.pop(a, None)
+            if ev:
+                d["eval"] = ev
+                if abs(ev.get("return_plain", 0.0)) > 1e-9:
+                    d["reward_preservation"] = ev["return_masked"] / ev["return_plain"]
+            row["agents"][str(a)] = d
+            if self.tb is not None:
+                step = int(self.consumed[a])
+                for k, v in d.items():
+                    if isinstance(v, float):
+                        self.tb.add_scalar(f"agent{a}/{k}", v, step)
+                for k, v in (ev or {}).items():
+                    self.tb.add_scalar(f"agent{a}/eval_{k}", v, step)
+        if self.tb is not None:
+            self.tb.add_scalar("learner/steps_per_s", sps, self.version)
+            self.tb.add_scalar("learner/update_s", update_s, self.version)
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def save(self) -> None:
+        path = checkpoint.save(self.state(), self.run_dir / "checkpoints", self.version)
+        log.info("checkpoint %s", path.name)
+
+    def should_stop(self) -> bool:
+        return self.stopping or (self.stop_event is not None and self.stop_event.is_set())
+
+    def run(self) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # imported here: slow, and only the process needs it
+        self.tb = SummaryWriter(str(self.run_dir / "tb"))
+        self.bind()
+        self.t_start, self.consumed_start = time.time(), int(self.consumed.sum())
+        poller = zmq.Poller()
+        poller.register(self.frag_sock, zmq.POLLIN)
+        poller.register(self.router, zmq.POLLIN)
+        self.publish()
+        reason = "interrupted"
+        try:
+            while not self.should_stop():
+                events = dict(poller.poll(100))
+                if self.router in events:
+                    while self.router.poll(0):
+                        ident, msg = receive(self.router, "router", self.drops, self.max_bytes,
+                                             kinds=(M.HEARTBEAT,), identity=True)
+                        self.on_request(ident, msg)
+                if self.frag_sock in events:
+                    for _ in range(64):  # bounded burst, then serve the router again
+                        if not self.frag_sock.poll(0):
+                            break
+                        msg = receive(self.frag_sock, "fragments", self.drops, self.max_bytes, self.context,
+                                      kinds=(M.FRAGMENT,))
+                        if msg is not None:
+                            self.on_fragment(msg)
+                agents = self.ready_agents()
+                if agents:
+                    self.update(agents)
+                if self.consumed.min() >= self.cfg.run.total_steps:
+                    reason = f"every agent reached run.total_steps={self.cfg.run.total_steps}"
+                    break
+        finally:
+            self.save()
+            for _ in range(3):  # PUB is fire-and-forget: repeat so every subscriber hears it
+                self.publish_stop(reason)
+                time.sleep(0.05)
+            self.tb.close()
+            self.close()
+            log.info("learner stopped: %s", reason)
+
+
+def main(cfg: Config, spec: EnvSpec, run_dir: Path, stop_event=None) -> int:
+    torch.set_num_threads(cfg.learner.torch_threads)
+    if not stop_event and cfg.metrics_port_of("learner"):
+        start_http_server(cfg.metrics_port_of("learner"), addr=cfg.net.metrics_host)
+    learner = Learner(cfg, spec, run_dir, stop_event)
+    if stop_event is None:
+        signal.signal(signal.SIGTERM, lambda *_: setattr(learner, "stopping", True))
+        signal.signal(signal.SIGINT, lambda *_: setattr(learner, "stopping", True))
+    learner.run()
+    return 0

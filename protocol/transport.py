@@ -1,0 +1,54 @@
+"""Sockets and addresses shared by every role: tcp endpoints from the config, sockets that never block
+shutdown (linger 0), and `receive`, which decodes, validates and counts drops in one place so that a
+malformed message never crashes a process."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import zmq
+
+from protocol.codec import decode
+from protocol.drops import DropLog
+from protocol.messages import KINDS, Message, ProtocolError, validate
+
+
+def tcp(host: str, port: int) -> str:
+    return f"tcp://{host}:{port}"
+
+
+def make_socket(ctx: zmq.Context, kind: int, *, hwm: int = 1000, max_bytes: int | None = None) -> zmq.Socket:
+    """A socket with linger 0 (ctx.term() never hangs) and the high-water marks set.
+
+    At the high-water mark ZeroMQ's PUB and ROUTER drop and PUSH and DEALER block (the guide's rule): that
+    is the full-queue rule of every pipe in the system, chosen per socket type by the caller.
+    """
+    s = ctx.socket(kind)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.SNDHWM, hwm)
+    s.setsockopt(zmq.RCVHWM, hwm)
+    if max_bytes:
+        # Hard guard against memory exhaustion: libzmq disconnects a peer that sends a frame over it.
+        # The message limit itself is checked (and the drop counted) by `receive`, below twice this size.
+        s.setsockopt(zmq.MAXMSGSIZE, int(2 * max_bytes))
+    return s
+
+
+def receive(sock: zmq.Socket, name: str, drops: DropLog, max_bytes: int, context: dict | None = None,
+            kinds: Iterable[str] = KINDS, topic: bool = False, identity: bool = False):
+    """Receive one multipart message without blocking and return a validated Message, or None.
+
+    With `topic` the first frame (a PUB topic) is stripped; with `identity` (ROUTER) the routing id is
+    returned as well: (identity, Message | None). Every failure is dropped and counted under `name`.
+    """
+    frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+    ident = None
+    if identity:
+        ident, frames = frames[0].bytes, frames[1:]
+    if topic:
+        frames = frames[1:]
+    try:
+        msg: Message | None = validate(decode(frames, max_bytes), context or {}, tuple(kinds))
+    except ProtocolError as e:
+        drops.drop(name, e.cause, str(e))
+        msg = None
+    return (ident, msg) if identity else msg
