@@ -1,0 +1,73 @@
+"""The environment registry: `make_env` builds one agent's env copy by `cfg.env.name`, `env_spec` reads the
+spec every process must agree on, before any process starts (a bad env fails here, clearly)."""
+from __future__ import annotations
+
+import inspect
+
+from actors.envs.base import AgentEnv, random_legal
+from protocol.config import Config, ConfigError
+from protocol.envspec import EnvSpec, check_env_name
+
+
+def _gates(cfg: Config, agent_id: int, kwargs: dict) -> AgentEnv:
+    from actors.envs.gates import GatesEnv
+    return GatesEnv(agent_id, cfg.run.agents, max_episode_steps=cfg.env.max_episode_steps, **kwargs)
+
+
+def _connect4(cfg: Config, agent_id: int, kwargs: dict) -> AgentEnv:
+    from actors.envs.connect4 import Connect4Env
+    return Connect4Env(agent_id, cfg.run.agents, max_episode_steps=cfg.env.max_episode_steps, **kwargs)
+
+
+# name -> (builder, the class whose constructor takes env.kwargs, for error messages)
+_BUILTIN = {"gates": (_gates, "actors.envs.gates:GatesEnv"), "connect4": (_connect4, "actors.envs.connect4:Connect4Env")}
+RESERVED_KWARGS = ("agent_id", "n_agents", "max_episode_steps")
+
+
+def _allowed_kwargs(cls_path: str) -> list[str]:
+    import importlib
+    mod, name = cls_path.split(":")
+    sig = inspect.signature(getattr(importlib.import_module(mod), name).__init__)
+    return [p for p in sig.parameters if p not in ("self", *RESERVED_KWARGS)]
+
+
+def make_env(cfg: Config, agent_id: int, copy_index: int = 0) -> AgentEnv:
+    """One env copy for `agent_id`: built-in by name, else a PettingZoo factory 'package.module:factory'.
+    Honours cfg.env.max_episode_steps (truncation) and cfg.env.kwargs. `copy_index` tells copies apart
+    (kept on the env as `copy_index`; episodes are seeded by reset, so copies never share randomness)."""
+    name, kwargs = cfg.env.name, dict(cfg.env.kwargs or {})
+    check_env_name(name)
+    if name in _BUILTIN:
+        builder, cls_path = _BUILTIN[name]
+        allowed = _allowed_kwargs(cls_path)
+        unknown = sorted(set(kwargs) - set(allowed))
+        if unknown:
+            raise ConfigError(f"env.kwargs for {name!r}: unknown {', '.join(map(repr, unknown))}; "
+                              f"allowed: {', '.join(allowed)}")
+        try:
+            env = builder(cfg, agent_id, kwargs)
+        except (TypeError, ValueError) as e:
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError(f"env {name!r} with env.kwargs={kwargs!r}: {e}") from e
+    else:
+        from actors.envs.pettingzoo_env import make_pettingzoo
+        env = make_pettingzoo(name, agent_id, cfg.run.agents, kwargs, cfg.env.max_episode_steps)
+    env.copy_index = copy_index
+    return env
+
+
+def env_spec(cfg: Config) -> EnvSpec:
+    """The run's EnvSpec, read from agent 0's env; any failure to build it is a ConfigError naming why."""
+    try:
+        env = make_env(cfg, 0)
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"env.name={cfg.env.name!r}: cannot build the environment: {type(e).__name__}: {e}") from e
+    spec = env.spec
+    env.close()
+    return spec
+
+
+__all__ = ["AgentEnv", "make_env", "env_spec", "random_legal"]

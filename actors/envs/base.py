@@ -1,0 +1,123 @@
+"""The one interface every environment adapter offers an actor: a single decision stream for its own agent.
+
+Other seats of a shared world are played inside the adapter by a callback the actor supplies (peer
+policies, inference only), so the actor's loop is the same for a per-agent world (gates) and a
+shared one (Connect Four, any PettingZoo env).
+
+Subclasses implement `_reset` and `_step`; the public `reset` / `step` here do what every env must
+do the same way: reject illegal actions with a clear error, count the agent's steps, truncate at
+`max_episode_steps`, and attach `episode_stats` on the last step of an episode.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable
+
+import numpy as np
+
+from protocol.envspec import EnvSpec
+
+# fn(seat_agent_id, obs_from_that_seat, legal_of_that_seat) -> action
+OpponentFn = Callable[[int, np.ndarray, np.ndarray], int]
+
+
+def random_legal(rng: np.random.Generator, legal: np.ndarray) -> int:
+    """A uniform random legal action (the default player of every other seat)."""
+    idx = np.flatnonzero(legal)
+    if len(idx) == 0:
+        raise ValueError("no legal action to choose from")
+    return int(idx[rng.integers(len(idx))])
+
+
+class AgentEnv(ABC):
+    """One env copy seen from one agent. `spec` is what every process agrees on (shapes, dtypes)."""
+
+    spec: EnvSpec
+
+    def __init__(self, agent_id: int, max_episode_steps: int = 0):
+        self._agent_id = int(agent_id)
+        self.max_episode_steps = int(max_episode_steps)   # 0: the env's own limit only
+        self._opponent: OpponentFn | None = None           # None: uniform random legal
+        self._opp_rng = np.random.default_rng(0)           # reseeded per episode, so seeds fix dynamics
+        self._t = 0
+        self._legal: np.ndarray | None = None
+        self._done = True
+
+    @property
+    def agent_id(self) -> int:
+        """The agent this stream belongs to (read-only: an env copy never changes owner)."""
+        return self._agent_id
+
+    # ---------------- public API: identical for every env ----------------
+    def reset(self, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Start an episode. The same seed gives the same first observation and the same dynamics."""
+        self._t = 0
+        self._opp_rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x5EED])
+        obs, legal, info = self._reset(int(seed))
+        self._legal, self._done = legal, False
+        return obs, legal, info
+
+    def step(self, action: int) -> tuple[np.ndarray, np.ndarray, float, bool, bool, dict]:
+        """Apply the agent's action; other seats move inside. Returns obs, legal, reward, terminated,
+        truncated, info. An illegal action raises ValueError (never silently replaced)."""
+        if self._done:
+            raise RuntimeError(f"{type(self).__name__}.step() called after the episode ended; call reset() first")
+        a = self._check_action(action)
+        obs, legal, reward, term, trunc, info = self._step(a)
+        self._t += 1
+        if not (term or trunc) and self.max_episode_steps and self._t >= self.max_episode_steps:
+            trunc = True
+        if term or trunc:
+            self._done = True
+            if "episode_stats" not in info:
+                info["episode_stats"] = self._episode_stats(bool(term), bool(trunc))
+        self._legal = legal
+        return obs, legal, float(reward), bool(term), bool(trunc), info
+
+    def render(self) -> np.ndarray | None:
+        """An RGB uint8 frame (H, W, 3) of the current state, for reports; None if the env cannot draw."""
+        return None
+
+    def set_opponent(self, fn: OpponentFn | None) -> None:
+        """Who plays the other seats of a shared world: fn(seat_agent_id, obs, legal) -> action.
+        None (the default) plays uniform random legal moves. Per-agent worlds ignore it."""
+        self._opponent = fn
+
+    def close(self) -> None:
+        """Release whatever the env holds (nothing by default)."""
+
+    # ---------------- for subclasses ----------------
+    @abstractmethod
+    def _reset(self, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
+        ...
+
+    @abstractmethod
+    def _step(self, action: int) -> tuple[np.ndarray, np.ndarray, float, bool, bool, dict]:
+        ...
+
+    def _episode_stats(self, terminated: bool, truncated: bool) -> dict[str, float]:
+        """Statistics of the episode just ended (the actor logs them); env-specific."""
+        return {}
+
+    def _play_other(self, seat_agent_id: int, obs: np.ndarray, legal: np.ndarray) -> int:
+        """An action for another seat: the callback if set, else uniform random; checked for legality."""
+        if self._opponent is None:
+            return random_legal(self._opp_rng, legal)
+        a = int(self._opponent(seat_agent_id, obs, legal))
+        if not (0 <= a < len(legal)) or not legal[a]:
+            raise ValueError(f"opponent callback chose illegal action {a} for seat agent {seat_agent_id}; "
+                             f"legal actions: {np.flatnonzero(legal).tolist()}")
+        return a
+
+    def _check_action(self, action) -> int:
+        try:
+            a = int(action)
+        except (TypeError, ValueError):
+            raise ValueError(f"action {action!r} is not an integer") from None
+        if a != action:
+            raise ValueError(f"action {action!r} is not an integer")
+        legal = self._legal
+        if not (0 <= a < len(legal)) or not legal[a]:
+            raise ValueError(f"illegal action {a} for agent {self._agent_id}; "
+                             f"legal actions: {np.flatnonzero(legal).tolist()}")
+        return a

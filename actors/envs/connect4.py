@@ -1,0 +1,213 @@
+"""`connect4`: PettingZoo's connect_four_v3 (AEC) as one agent's decision stream in a shared world.
+
+Per episode the agent's seat (first or second player) is drawn from the episode seed, and the other
+seat is played by the peer the actor picked with `set_episode_opponent` (through the opponent callback)
+or, for -1, by a uniform random player inside the env. Observations are PettingZoo's (6, 7, 2) planes
+from the acting player's perspective (plane 0: the player to move, plane 1: the other), flattened to
+84 float32; the legal set is the action mask. Reward: +1 win, -1 loss, 0 draw, at the end.
+
+Also here: two evaluation opponents working on the (84,) observation alone (`random_player`,
+`lookahead_player`), and `evaluate_vs`, which plays games between a policy and such an opponent.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from pettingzoo.classic.connect_four.connect_four import raw_env as _ConnectFourRaw
+
+from actors.envs.base import random_legal
+from actors.envs.pettingzoo_env import AECAdapter, split_obs
+
+ROWS, COLS = 6, 7
+SEATS = ("player_0", "player_1")
+
+
+def _all_windows() -> np.ndarray:
+    """Every line of 4 cells on the board, as flat indices r * 7 + c (69 lines)."""
+    out = []
+    for r in range(ROWS):
+        for c in range(COLS):
+            for dr, dc in ((0, 1), (1, 0), (1, 1), (-1, 1)):
+                cells = [(r + i * dr, c + i * dc) for i in range(4)]
+                if all(0 <= rr < ROWS and 0 <= cc < COLS for rr, cc in cells):
+                    out.append([rr * COLS + cc for rr, cc in cells])
+    return np.array(out, np.int64)
+
+
+WINDOWS = _all_windows()
+CELL_WINDOWS = [WINDOWS[(WINDOWS == k).any(1)] for k in range(ROWS * COLS)]   # the lines through each cell
+
+
+class FastConnectFour(_ConnectFourRaw):
+    """PettingZoo's raw connect_four_v3 with the same rules, rewards and observations, but `step`,
+    `observe` and the winner check rewritten without the original's Python loops over the board (most
+    of its time; tests compare it move by move with the original). The illegal-move and order wrappers
+    are left off: the adapter checks legality itself."""
+
+    def check_for_winner(self):
+        piece = self.agents.index(self.agent_selection) + 1
+        b = np.fromiter(self.board, np.int8, ROWS * COLS)
+        return bool((b[WINDOWS] == piece).all(1).any())
+
+    def observe(self, agent):
+        b = np.fromiter(self.board, np.int8, ROWS * COLS).reshape(ROWS, COLS)
+        cur = self.possible_agents.index(agent) + 1
+        obs = np.empty((ROWS, COLS, 2), np.int8)
+        obs[..., 0] = b == cur
+        obs[..., 1] = b == 3 - cur
+        mask = (b[0] == 0).astype(np.int8) if agent == self.agent_selection else np.zeros(COLS, np.int8)
+        return {"observation": obs, "action_mask": mask}
+
+    def step(self, action):
+        if self.truncations[self.agent_selection] or self.terminations[self.agent_selection]:
+            return self._was_dead_step(action)
+        assert self.board[action] == 0, "played illegal move."
+        piece = self.agents.index(self.agent_selection) + 1
+        for i in range((ROWS - 1) * COLS + action, -1, -COLS):   # the lowest empty cell of the column
+            if self.board[i] == 0:
+                self.board[i] = piece
+                break
+        next_agent = self._agent_selector.next()
+        if self.check_for_winner():
+            self.rewards[self.agent_selection] += 1
+            self.rewards[next_agent] -= 1
+            self.terminations = dict.fromkeys(self.agents, True)
+        elif 0 not in self.board:   # a full board: draw
+            self.terminations = dict.fromkeys(self.agents, True)
+        self.agent_selection = next_agent
+        self._accumulate_rewards()
+        if self.render_mode == "human":
+            self.render()
+
+
+# ---------------- small board logic on the observation ----------------
+def _planes(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    b = np.asarray(obs).reshape(ROWS, COLS, 2)
+    return b[..., 0].reshape(-1) > 0.5, b[..., 1].reshape(-1) > 0.5
+
+
+def drop_cell(occupied: np.ndarray, col: int) -> int | None:
+    """Flat index where a piece dropped in `col` lands (row 0 is the top), or None if the column is full."""
+    for r in range(ROWS - 1, -1, -1):
+        k = r * COLS + col
+        if not occupied[k]:
+            return k
+    return None
+
+
+def wins_with(pieces: np.ndarray, k: int) -> bool:
+    """Would a piece at cell k complete a line of 4 with `pieces` (bool[42])?"""
+    p = pieces.copy()
+    p[k] = True
+    return bool(p[CELL_WINDOWS[k]].all(1).any())
+
+
+def random_player(obs: np.ndarray, legal: np.ndarray, rng: np.random.Generator) -> int:
+    """Uniform random legal column."""
+    return random_legal(rng, legal)
+
+
+def lookahead_player(obs: np.ndarray, legal: np.ndarray, rng: np.random.Generator) -> int:
+    """One-step lookahead: win now if possible, else block the opponent's immediate win, else random."""
+    mine, theirs = _planes(obs)
+    occ = mine | theirs
+    cols = np.flatnonzero(legal)
+    for pieces in (mine, theirs):   # first our winning moves, then the opponent's (to block)
+        for c in rng.permutation(cols):
+            k = drop_cell(occ, int(c))
+            if k is not None and wins_with(pieces, k):
+                return int(c)
+    return random_legal(rng, legal)
+
+
+def evaluate_vs(policy_fn: Callable[[np.ndarray, np.ndarray], int],
+                opponent_fn: Callable[[np.ndarray, np.ndarray, np.random.Generator], int],
+                episodes: int, seed: int) -> dict[str, float]:
+    """Play `episodes` games, the policy first in even games and second in odd ones; shares of win/loss/draw
+    from the policy's side (they sum to 1)."""
+    rng = np.random.default_rng(seed)
+    env = FastConnectFour()
+    counts = {"win": 0, "loss": 0, "draw": 0}
+    for g in range(episodes):
+        env.reset(seed=seed + g)
+        me = SEATS[g % 2]
+        while not any(env.terminations.values()):
+            sel = env.agent_selection
+            obs, legal = split_obs(env.observe(sel), COLS)
+            a = int(policy_fn(obs, legal) if sel == me else opponent_fn(obs, legal, rng))
+            if not legal[a]:
+                who = "policy" if sel == me else "opponent"
+                raise ValueError(f"evaluate_vs: {who} chose illegal column {a}; legal: {np.flatnonzero(legal).tolist()}")
+            env.step(a)
+        r = env.rewards[me]
+        counts["win" if r > 0 else "loss" if r < 0 else "draw"] += 1
+    n = max(episodes, 1)
+    return {k: v / n for k, v in counts.items()}
+
+
+# ---------------- the adapter ----------------
+class Connect4Env(AECAdapter):
+    """Connect Four for one agent: its seat drawn per episode, the other seat played by a chosen peer."""
+
+    def __init__(self, agent_id: int = 0, n_agents: int = 1, seat: int = -1, max_episode_steps: int = 0):
+        if seat not in (-1, 0, 1):
+            raise ValueError(f"connect4: seat={seat!r} must be -1 (drawn per episode), 0 (first) or 1 (second)")
+        super().__init__(FastConnectFour(), agent_id, n_agents, name="connect4",
+                         max_episode_steps=max_episode_steps, seat=SEATS[0])
+        self.seat_mode = seat
+        self.episode_opponent = -1
+        self._final_reward = 0.0
+
+    def set_episode_opponent(self, agent_id: int) -> None:
+        """Who plays the other seat from the next reset on: a peer's agent id (through the opponent
+        callback), or -1 for the built-in uniform random player."""
+        self.episode_opponent = int(agent_id)
+
+    def _reset(self, seed: int):
+        if self.seat_mode < 0:
+            self.seat = SEATS[int(np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xC4]).integers(2))]
+        else:
+            self.seat = SEATS[self.seat_mode]
+        self._final_reward = 0.0
+        obs, legal, info = super()._reset(seed)
+        info.update(seat=SEATS.index(self.seat), opponent=self.episode_opponent)
+        return obs, legal, info
+
+    def _step(self, action: int):
+        out = super()._step(action)
+        self._final_reward = out[2]
+        return out
+
+    def _other_action(self, seat, obs, legal):
+        if self.episode_opponent < 0:
+            return random_legal(self._opp_rng, legal)
+        return self._play_other(self.episode_opponent, obs, legal)
+
+    def _episode_stats(self, terminated: bool, truncated: bool) -> dict[str, float]:
+        r = self._final_reward if terminated else None
+        return {"win": float(r is not None and r > 0), "loss": float(r is not None and r < 0),
+                "draw": float(r is not None and r == 0), "truncated": float(r is None)}
+
+    def evaluate_extra(self, policy_fn, episodes: int, rng: np.random.Generator) -> dict[str, float]:
+        """Extra evaluation numbers the actor logs: the policy against the one-step lookahead player."""
+        res = evaluate_vs(policy_fn, lookahead_player, episodes, int(rng.integers(2**31)))
+        return {f"vs_lookahead_{k}": v for k, v in res.items()}
+
+    def render(self) -> np.ndarray:
+        """The board: blue frame, red discs for the first player, yellow for the second; a strip on top in
+        the colour of this agent's seat."""
+        cell, rad = 28, 11
+        yy, xx = np.mgrid[:cell, :cell]
+        disc = (yy - cell / 2 + 0.5) ** 2 + (xx - cell / 2 + 0.5) ** 2 <= rad ** 2
+        colours = {0: (240, 240, 240), 1: (220, 40, 40), 2: (240, 200, 30)}
+        strip = 8
+        img = np.zeros((strip + ROWS * cell, COLS * cell, 3), np.uint8)
+        img[:] = (30, 70, 200)
+        img[:strip] = colours[SEATS.index(self.seat) + 1]
+        board = self.env.board
+        for k in range(ROWS * COLS):
+            r, c = divmod(k, COLS)
+            y0, x0 = strip + r * cell, c * cell
+            img[y0:y0 + cell, x0:x0 + cell][disc] = colours[board[k]]
+        return img

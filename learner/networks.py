@@ -1,0 +1,121 @@
+"""Stacked per-agent networks: every parameter has a leading agent dimension N, and one `torch.baddbmm`
+runs a layer for every agent at once (docs/BENCHMARKS.md).
+
+`AgentNets` holds four 2-hidden-layer tanh MLPs per agent:
+  policy      obs -> logits[A]    (head gain 0.01: a near-uniform initial policy, CleanRL)
+  value       obs -> V(s)         (head gain 1.0)
+  mask        obs -> mask logit   (m = sigmoid(logit) is the KEEP probability; head gain 0.01 and bias
+                                   `mask_init_bias`, so m ~ sigmoid(mask_init_bias) everywhere at start)
+  mask_value  obs -> V_mask(s)    (the mask's own critic, head gain 1.0)
+
+Weights travel as one agent's slice: `agent_state(i)` gives {name: float32 array without the agent
+dimension} and `load_agent_state(i, arrays)` validates and loads such a dict; the actor builds
+`AgentNets(n_agents=1, ...)` and loads slice 0.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+HEADS = ("policy", "value", "mask", "mask_value")
+
+
+def masked_logits(logits: torch.Tensor, legal: torch.Tensor | None) -> torch.Tensor:
+    """Illegal actions get the dtype's most negative finite value: probability 0 after softmax, never NaN
+    (a row with no legal action at all becomes uniform instead of NaN)."""
+    if legal is None:
+        return logits
+    return torch.where(legal.bool(), logits, torch.finfo(logits.dtype).min)
+
+
+class StackedLinear(nn.Module):
+    """N independent linear layers: weight [N, in, out], bias [N, 1, out]; x[N, B, in] -> [N, B, out]."""
+
+    def __init__(self, n_agents: int, in_features: int, out_features: int, gain: float = math.sqrt(2),
+                 bias_init: float = 0.0, generator: torch.Generator | None = None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_agents, in_features, out_features))
+        self.bias = nn.Parameter(torch.full((n_agents, 1, out_features), float(bias_init)))
+        with torch.no_grad():
+            for i in range(n_agents):
+                # Orthogonal init per agent slice, drawn as nn.Linear's [out, in] weight (CleanRL's layer_init)
+                w = torch.empty(out_features, in_features)
+                nn.init.orthogonal_(w, gain, generator=generator)
+                self.weight[i].copy_(w.T)
+
+    def forward(self, x: torch.Tensor, sel=slice(None)) -> torch.Tensor:
+        """`sel` picks the agents (a slice or an index tensor) whose slices x belongs to."""
+        return torch.baddbmm(self.bias[sel], x, self.weight[sel])
+
+
+class StackedMLP(nn.Sequential):
+    """Linear-tanh-linear-tanh-linear, stacked over agents (parameter names like `policy.0.weight`)."""
+
+    def __init__(self, n_agents, in_features, hidden, out_features, head_gain, head_bias=0.0, generator=None):
+        g = math.sqrt(2)
+        super().__init__(
+            StackedLinear(n_agents, in_features, hidden, g, generator=generator), nn.Tanh(),
+            StackedLinear(n_agents, hidden, hidden, g, generator=generator), nn.Tanh(),
+            StackedLinear(n_agents, hidden, out_features, head_gain, head_bias, generator=generator))
+
+    def forward(self, x: torch.Tensor, sel=slice(None)) -> torch.Tensor:
+        for layer in self:
+            x = layer(x, sel) if isinstance(layer, StackedLinear) else layer(x)
+        return x
+
+
+class AgentNets(nn.Module):
+    def __init__(self, n_agents: int, obs_dim: int, n_actions: int, hidden: int = 64,
+                 mask_init_bias: float = 0.0, seed: int | None = None):
+        super().__init__()
+        self.n_agents, self.obs_dim, self.n_actions, self.hidden = n_agents, obs_dim, n_actions, hidden
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.policy = StackedMLP(n_agents, obs_dim, hidden, n_actions, 0.01, generator=gen)
+        self.value = StackedMLP(n_agents, obs_dim, hidden, 1, 1.0, generator=gen)
+        self.mask = StackedMLP(n_agents, obs_dim, hidden, 1, 0.01, mask_init_bias, generator=gen)
+        self.mask_value = StackedMLP(n_agents, obs_dim, hidden, 1, 1.0, generator=gen)
+
+    def forward(self, obs: torch.Tensor, sel=slice(None)):
+        """obs[N, B, *obs] of any numeric dtype -> logits[N,B,A], value[N,B], mask_logit[N,B], mask_value[N,B].
+
+        `sel` (a slice or an index tensor of agent ids) runs only those agents' slices; obs then has
+        len(sel) on its first axis. Gradients reach only the selected slices."""
+        x = obs.reshape(*obs.shape[:2], -1).to(self.policy[0].weight.dtype)
+        if x.shape[-1] != self.obs_dim:
+            raise ValueError(f"observation has {x.shape[-1]} features once flattened, the nets expect {self.obs_dim}")
+        return (self.policy(x, sel), self.value(x, sel).squeeze(-1),
+                self.mask(x, sel).squeeze(-1), self.mask_value(x, sel).squeeze(-1))
+
+    # ---------------- one agent's slice: how weights travel ----------------
+    def agent_state(self, i: int) -> dict[str, np.ndarray]:
+        """Agent i's slice of every parameter, float32, contiguous, without the agent dimension."""
+        if not 0 <= i < self.n_agents:
+            raise IndexError(f"agent {i} not in 0..{self.n_agents - 1}")
+        return {name: np.ascontiguousarray(p.detach()[i].to("cpu", torch.float32).numpy())
+                for name, p in self.named_parameters()}
+
+    def load_agent_state(self, i: int, arrays: dict[str, np.ndarray]) -> None:
+        """Validate (names, shapes, dtype float32, finite values) and load one agent's slice; nothing is
+        changed when any entry is wrong."""
+        if not 0 <= i < self.n_agents:
+            raise IndexError(f"agent {i} not in 0..{self.n_agents - 1}")
+        params = dict(self.named_parameters())
+        missing, unexpected = sorted(set(params) - set(arrays)), sorted(set(arrays) - set(params))
+        if missing or unexpected:
+            raise ValueError(f"agent weights: missing entries {missing}, unexpected entries {unexpected}")
+        for name, p in params.items():
+            a = arrays[name]
+            if not isinstance(a, np.ndarray):
+                raise ValueError(f"agent weights: entry {name!r} is a {type(a).__name__}, expected a numpy array")
+            if a.dtype != np.float32:
+                raise ValueError(f"agent weights: entry {name!r} has dtype {a.dtype}, expected float32")
+            if tuple(a.shape) != tuple(p.shape[1:]):
+                raise ValueError(f"agent weights: entry {name!r} has shape {tuple(a.shape)}, expected {tuple(p.shape[1:])}")
+            if not np.isfinite(a).all():
+                raise ValueError(f"agent weights: entry {name!r} holds non-finite values")
+        with torch.no_grad():
+            for name, p in params.items():
+                p[i].copy_(torch.from_numpy(np.ascontiguousarray(arrays[name])))
