@@ -101,6 +101,8 @@ class Actor:
         self.ep_len = np.zeros(cfg.env.copies, dtype=np.int64)
         self.episode_seed = self.seed * 1000
         self.stopped = False
+        self.sent = 0              # fragments sent by this incarnation
+        self.trained = 0           # ... of which the learner has trained on (credit-based flow control)
 
     # ---------------- sockets ----------------
     def connect(self) -> None:
@@ -171,6 +173,8 @@ class Actor:
             return
         if target == self.agent:
             self.version = msg.policy_version
+            if msg.body.get("incarnation") == self.sender.incarnation and isinstance(msg.body.get("fragments"), int):
+                self.trained = max(self.trained, msg.body["fragments"])  # credit returned
             self.t = max(self.t, int(msg.body.get("env_steps", 0)))  # resume keeps the epsilon schedule
             POLICY_VERSION.labels(self.agent).set(self.version)
 
@@ -217,7 +221,8 @@ class Actor:
             keys = self.keys(obs_b)
             guided = np.zeros(E, bool)
             if cfg.comm.enabled and len(self.snap_keys):
-                guided = max_cosine(keys, self.snap_keys) >= cfg.actor.guidance_rho
+                guided = (max_cosine(keys, self.snap_keys) >= cfg.actor.guidance_rho) & (
+                    self.rng.random(E) < cfg.actor.guidance_prob)
                 GUIDED.labels(self.agent).inc(int(guided.sum()))
             masked = self.masked_copy & (self.t >= cfg.mask.start_step) & ~guided
             actions, logp_mu, perturbed, eps_random, applied = select_training(
@@ -261,6 +266,7 @@ class Actor:
             return
         scores = np.concatenate(report["scores"]).astype(np.float32)
         top = np.argsort(-scores, kind="stable")[: self.cfg.actor.report_top]
+        top = top[scores[top] >= self.cfg.actor.report_min_m]  # only states this agent is confident are critical
         arrays = {"keys": np.concatenate(report["keys"])[top].astype(np.float32), "scores": scores[top],
                   "steps": np.concatenate(report["steps"])[top], "positions": np.concatenate(report["positions"])[top]}
         try:
@@ -277,6 +283,7 @@ class Actor:
         while not self.should_stop():
             if self.frag_sock.poll(200, zmq.POLLOUT):
                 self.frag_sock.send_multipart(frames, copy=False)
+                self.sent += 1
                 FRAGMENTS.labels(self.agent).inc()
                 return
             self.poll(0)
@@ -304,6 +311,10 @@ class Actor:
             n = 0
             while not self.should_stop():
                 self.poll(0)
+                while self.sent - self.trained >= self.cfg.actor.max_inflight and not self.should_stop():
+                    self.poll(200)  # out of credit: wait for the learner to train on what we sent
+                if self.should_stop():
+                    break
                 buf = self.collect(obs, legal, pos)
                 n += 1
                 ev = {}

@@ -196,6 +196,9 @@ class BatchedPPO:
              "eps": flat(f["eps"]), "perturbed": flat(b["perturbed"].bool()),
              "mask_applied": flat(b["mask_applied"].bool()), "masked": flat(masked.bool()),
              "guided": flat(b["guided"].bool())}
+        # Steps the mask learns from: where its coin decided the action, and (mask.learn_from_guided) guided
+        # steps as forced "keep" decisions whose behaviour probability of keeping is 1 (docs/ALGORITHM.md)
+        d["mask_trains"] = d["mask_applied"] | (d["guided"] & bool(mcfg.learn_from_guided))
 
         # pi_prox and the mask's prox: the nets at the start of the update, recomputed on the batch
         logits, _, mask_logit, _ = self.nets(d["obs"], sel)
@@ -204,6 +207,7 @@ class BatchedPPO:
         d["mask_logp_prox"] = bernoulli_logp(mask_logit, d["perturbed"])
         # The mask's behaviour: the recorded m (perturb with 1 - m); logs floored so no -inf enters a product
         d["mask_logp_mu"] = torch.where(d["perturbed"], torch.log1p(-d["m"]), torch.log(d["m"])).clamp_min(-40.0)
+        d["mask_logp_mu"] = torch.where(d["guided"], torch.zeros_like(d["m"]), d["mask_logp_mu"])  # forced keep
 
         var_ret = d["ret"].var(-1)
         ev = 1 - (d["ret"] - d["values"]).var(-1) / var_ret
@@ -231,14 +235,15 @@ class BatchedPPO:
         entropy = legal_entropy(logp_all, mb["legal"]).mean(-1)            # entropy bonus, legal-masked
         policy_total = pg_loss - ppo.ent_coef * entropy + ppo.vf_coef * v_loss
 
-        # -- mask: the same decoupled objective on its Bernoulli action, only where its coin decided
-        applied = mb["mask_applied"]
+        # -- mask: the same decoupled objective on its Bernoulli action, only where its coin decided (and on
+        #    guided steps as forced keeps, see prepare)
+        applied = mb["mask_trains"]
         mask_logp = bernoulli_logp(mask_logit, mb["perturbed"])
         mask_adv = normalize(mb["mask_adv"], applied) if ppo.norm_adv else mb["mask_adv"]
         mask_pg = masked_mean(clipped_policy_loss(mask_logp, mb["mask_logp_prox"], mb["mask_logp_mu"], mask_adv,
                                                   ppo.clip, ppo.is_clip), applied)
         m = torch.sigmoid(mask_logit)
-        # lambda_1 (mean m - tau)^2 over the minibatch's mask_applied steps (the paper's surrogate, a regulariser)
+        # lambda_1 (mean m - tau)^2 over the minibatch's mask-training steps (the paper's surrogate, a regulariser)
         has_applied = applied.any(-1).to(m.dtype)
         mask_reg = mcfg.lambda1 * has_applied * (masked_mean(m, applied) - mcfg.tau) ** 2
         mask_loss = mask_pg + mask_reg

@@ -10,6 +10,11 @@ Batch rule: an update runs when every live agent has `fragments_per_batch` fragm
 `batch_deadline_s` passed since the first agent had its batch (then with the agents that have one).
 Fragments whose policy version lags by more than `max_policy_lag` are dropped and counted; a fragment
 from a new incarnation of an actor discards what the old one had queued (its partial state is void).
+
+Flow control (the ZeroMQ guide's credit-based flow control): every weights message tells an actor how many
+of its current incarnation's fragments were trained on; an actor sends at most `actor.max_inflight`
+fragments beyond that, then waits. So the learner's queue per agent holds at most `max_inflight`
+fragments, and a fast actor cannot run ahead of the slowest agent the update waits for.
 """
 from __future__ import annotations
 
@@ -73,6 +78,7 @@ class Learner:
         self.first_ready: float | None = None
         self.last_seen = np.full(self.n, time.monotonic())
         self.incarnation: dict[int, int] = {}
+        self.trained_fragments = np.zeros(self.n, np.int64)  # of the agent's current incarnation: its credit
         self.retired: set[tuple[int, int]] = set()
         self.last_eval: dict[int, dict] = {}
         self.returns: dict[int, list] = defaultdict(list)
@@ -120,8 +126,9 @@ class Learner:
 
     def weights_frames(self, agent: int) -> list:
         arrays = self.nets.agent_state(agent)
-        return self.sender.pack(M.WEIGHTS, {"target": agent, "env_steps": int(self.consumed[agent])}, arrays,
-                                policy_version=self.version)
+        body = {"target": agent, "env_steps": int(self.consumed[agent]),
+                "incarnation": self.incarnation.get(agent, 0), "fragments": int(self.trained_fragments[agent])}
+        return self.sender.pack(M.WEIGHTS, body, arrays, policy_version=self.version)
 
     def publish(self) -> None:
         for a in range(self.n):
@@ -146,6 +153,7 @@ class Learner:
                             a, self.incarnation[a], msg.incarnation)
                 self.pending[a].clear()
             self.incarnation[a] = msg.incarnation
+            self.trained_fragments[a] = 0
             RESTARTS.labels(a).inc()
         self.last_seen[a] = time.monotonic()
         lag = self.version - msg.policy_version
@@ -207,6 +215,7 @@ class Learner:
         self.version += 1
         for a in agents:
             self.consumed[a] += steps
+            self.trained_fragments[a] += self.cfg.learner.fragments_per_batch
         self.first_ready = None if not any(len(self.pending[a]) >= self.cfg.learner.fragments_per_batch
                                            for a in range(self.n)) else time.monotonic()
         self.publish()

@@ -64,9 +64,20 @@ class ActorConfig:
     eps_min: float = opt(0.01, "Floor of epsilon.", ge=0.0, le=1.0)
     eps_decay: float = opt(2e-5, "lambda in eps_t = max(eps_min, eps0 * exp(-lambda * t)), t = agent env steps.", ge=0.0)
     eps_fixed: bool = opt(False, "Ablation: keep epsilon at eps0 (no decay).")
+    report_min_m: float = opt(
+        0.75, "Report only states with keep-probability m at least this (confidently critical): an early, "
+        "untrained m near 0.5 would otherwise fill the shared buffer with states peers then never perturb.",
+        gt=0.0, le=1.0)
     key_dim: int = opt(32, "Dimension of the state keys (seeded random projection of observations).", ge=2, le=4096)
     key_seed: int = opt(12345, "Seed of the state-key projection; the same for every agent.", ge=0)
+    guidance_prob: float = opt(
+        0.75, "Probability that a step whose state a peer marked critical is guided (left unperturbed). Below 1 "
+        "so that the remaining visits still show the mask what perturbing that state costs: with 1, states "
+        "shared early stay 'critical' forever and shared gates are forgotten (measured on gates).", ge=0.0, le=1.0)
     guidance_rho: float = opt(0.98, "Cosine similarity at which a state counts as one a peer marked critical.", gt=0.0, le=1.0)
+    max_inflight: int = opt(
+        2, "Credit-based flow control: fragments an actor may have sent that the learner has not yet trained "
+        "on. At the limit the actor waits for new weights, so a fast actor never runs ahead of a slow team.", ge=1)
     weights_timeout_s: float = opt(60.0, "Give up when no weights arrive from the learner within this time at start.", gt=0.0)
     sample_policy_in_eval: bool = opt(False, "Evaluation episodes sample the policy instead of taking its argmax.")
 
@@ -81,6 +92,9 @@ class MaskConfig:
     start_step: int = opt(0, "Agent env steps before the mask starts perturbing (warm-up).", ge=0)
     masked_copies: float = opt(1.0, "Share of each actor's env copies that run masked.", ge=0.0, le=1.0)
     init_bias: float = opt(0.0, "Initial mask logit bias (0 gives m ~ 0.5).")
+    learn_from_guided: bool = opt(
+        True, "Train the mask on guided steps as forced 'keep' decisions (behaviour probability 1). Without it "
+        "the mask never sees the shared critical states it is told not to perturb and can forget them.")
 
 
 @dataclass
