@@ -12,18 +12,21 @@ from actors.envs import make_env
 
 def play_episode(env, forward, seed: int, rng, tau: float | None, greedy: bool = True, max_steps: int = 100_000):
     """One episode. `forward(obs[1,...]) -> (logits, value, m, mask_value)`; tau None plays unmasked.
-    Returns a list of per-step dicts: m, action, own_action, perturbed, reward, critical."""
+    Returns a list of per-step dicts: obs, legal, value, m, action, own_action, perturbed, reward, critical,
+    and episode_stats (on the last step)."""
     obs, legal, info = env.reset(seed=seed)
     steps = []
     for _ in range(max_steps):
-        logits, _, m, _ = forward(obs[None])
+        logits, value, m, _ = forward(obs[None])
         pi = softmax_legal(logits, legal[None])
         a, own, pert = select_explaining(rng, pi, legal[None], m if tau is not None else np.ones(1),
                                          tau if tau is not None else -1.0, greedy=greedy)
+        step = {"obs": obs, "legal": legal, "value": float(value[0]), "m": float(m[0]), "action": int(a[0]),
+                "own_action": int(own[0]), "perturbed": bool(pert[0])}
         obs, legal, r, term, trunc, info = env.step(int(a[0]))
-        steps.append({"m": float(m[0]), "action": int(a[0]), "own_action": int(own[0]),
-                      "perturbed": bool(pert[0]), "reward": float(r), "critical": info.get("critical"),
-                      "episode_stats": info.get("episode_stats", {}) if (term or trunc) else {}})
+        step.update(reward=float(r), critical=info.get("critical"),
+                    episode_stats=info.get("episode_stats", {}) if (term or trunc) else {})
+        steps.append(step)
         if term or trunc:
             break
     return steps

@@ -10,7 +10,7 @@ class StateKeys:
     def __init__(self, obs_dim: int, key_dim: int, seed: int):
         rng = np.random.default_rng(seed)
         # Gaussian projection: preserves cosine similarity approximately (Johnson-Lindenstrauss).
-        self.proj = rng.standard_normal((obs_dim, key_dim)).astype(np.float32) / np.sqrt(key_dim)
+        self.proj = (rng.standard_normal((obs_dim, key_dim)) / np.sqrt(key_dim)).astype(np.float32)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """obs[B, *obs_shape] -> unit keys[B, key_dim] (a zero observation maps to a zero key)."""

@@ -118,4 +118,4 @@ class AgentNets(nn.Module):
                 raise ValueError(f"agent weights: entry {name!r} holds non-finite values")
         with torch.no_grad():
             for name, p in params.items():
-                p[i].copy_(torch.from_numpy(np.ascontiguousarray(arrays[name])))
+                p[i].copy_(torch.from_numpy(np.array(arrays[name])))  # a copy: received buffers are read-only

@@ -173,6 +173,20 @@ class NetConfig:
 
 
 @dataclass
+class ExplainConfig:
+    episodes: int = opt(100, "Evaluation episodes per agent that `magicmask explain` records and explains (M).", ge=1)
+    first_seed: int = opt(1_000_000, "Seed of the first evaluation episode (episode i uses first_seed + i).", ge=0)
+    methods: str = opt("magicmask,statemask,edge,lazymdp,valuemax,random",
+                       "Comma-separated explainers to run: magicmask, statemask, edge, lazymdp, valuemax, random.")
+    k_fractions: str = opt("0.1,0.2,0.3,0.4", "Comma-separated K of the fidelity test, as fractions of the episode.")
+    statemask_steps: int = opt(20_000, "StateMask baseline: env steps of PPO training of its post-hoc mask per agent.", ge=0)
+    edge_epochs: int = opt(30, "EDGE baseline: training epochs of its GRU + sparse GP model.", ge=1)
+    lazymdp_epochs: int = opt(30, "LazyMDP baseline: training epochs of its post-hoc Q head.", ge=1)
+    top_states: int = opt(10, "Critical states per agent written to critical_states.jsonl and shown in the report.", ge=1)
+    seed: int = opt(0, "Seed of the explainers' own randomness (baseline training, perturbations, random windows).", ge=0)
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -183,6 +197,7 @@ class Config:
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     comm: CommConfig = field(default_factory=CommConfig)
     net: NetConfig = field(default_factory=NetConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
 
     # ---- derived values, computed here once so every process agrees ----
     def broker_addr(self) -> str:
@@ -314,6 +329,16 @@ def validate(cfg: Config) -> Config:
             if ids is None or not all(isinstance(i, int) and 0 <= i < cfg.run.agents for i in ids):
                 raise ConfigError(f"comm.adjacency={cfg.comm.adjacency!r}: expected {{receiver: [sources]}} "
                                   f"with agent ids in 0..{cfg.run.agents - 1}")
+    methods = [x.strip() for x in cfg.explain.methods.split(",") if x.strip()]
+    known = ("magicmask", "statemask", "edge", "lazymdp", "valuemax", "random")
+    if not methods or any(x not in known for x in methods):
+        raise ConfigError(f"explain.methods={cfg.explain.methods!r}: a comma-separated subset of {', '.join(known)}")
+    try:
+        ks = [float(x) for x in cfg.explain.k_fractions.split(",")]
+    except ValueError:
+        ks = []
+    if not ks or any(not 0 < k <= 1 for k in ks):
+        raise ConfigError(f"explain.k_fractions={cfg.explain.k_fractions!r}: comma-separated fractions in (0, 1]")
     from protocol.envspec import check_env_name  # local: envspec imports config's error type
     check_env_name(cfg.env.name)
     return cfg

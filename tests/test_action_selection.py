@@ -68,7 +68,7 @@ def test_epsilon_schedule():
 def test_state_keys_are_shared_across_instances_and_unit_norm():
     obs = np.random.default_rng(0).random((6, 20)).astype(np.float32)
     k1, k2 = StateKeys(20, 16, 7)(obs), StateKeys(20, 16, 7)(obs)
-    assert np.array_equal(k1, k2)
+    assert np.array_equal(k1, k2) and k1.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(k1, axis=1), 1, rtol=1e-5)
     assert np.allclose(max_cosine(k1, k1), 1, atol=1e-5)
     assert not np.array_equal(StateKeys(20, 16, 8)(obs), k1)

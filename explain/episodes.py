@@ -1,0 +1,118 @@
+"""Recorded evaluation episodes and the trained agents that play them: the common input of every explainer
+(MAGIC-MASK's own mask and the baselines) and of the fidelity test, so that all of them are judged on the
+same episodes with the same seeds."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from actors.action_selection import softmax_legal
+from actors.envs import make_env
+from actors.evaluation import play_episode
+from learner import checkpoint
+from learner.networks import AgentNets
+from protocol import config as C
+
+
+@dataclass
+class Episode:
+    """One recorded episode of one agent, played with the mask in its explaining mode (m <= tau perturbs)
+    or unmasked (`masked=False`). Arrays are per step of the agent, length L."""
+    agent: int
+    seed: int
+    obs: np.ndarray            # [L, *obs_shape]
+    legal: np.ndarray          # [L, A] bool
+    actions: np.ndarray        # [L] int64, the actions taken
+    own_actions: np.ndarray    # [L] int64, the policy's greedy choice at each step
+    rewards: np.ndarray        # [L] float32
+    m: np.ndarray              # [L] float32, the mask's keep-probability (MAGIC-MASK's importance)
+    values: np.ndarray         # [L] float32, the policy critic's V(s)
+    perturbed: np.ndarray      # [L] bool
+    true_critical: np.ndarray | None = None  # [L] bool where the env reports info["critical"]
+    masked: bool = True
+    stats: dict = field(default_factory=dict)  # the env's episode_stats
+
+    @property
+    def length(self) -> int:
+        return len(self.actions)
+
+    @property
+    def ret(self) -> float:
+        return float(self.rewards.sum())
+
+
+class AgentPolicy:
+    """One trained agent (policy, value, mask), inference only."""
+
+    def __init__(self, nets: AgentNets, tau: float):
+        self.nets, self.tau = nets, tau
+        self.nets.requires_grad_(False)
+
+    @torch.no_grad()
+    def forward(self, obs: np.ndarray):
+        """obs[B, ...] -> (logits[B, A], value[B], m[B], mask_value[B]) as numpy."""
+        lo, v, ml, mv = self.nets(torch.as_tensor(np.asarray(obs))[None])
+        return lo[0].numpy(), v[0].numpy(), torch.sigmoid(ml[0]).numpy(), mv[0].numpy()
+
+    def greedy(self, obs: np.ndarray, legal: np.ndarray) -> int:
+        logits = self.forward(obs[None])[0]
+        return int(softmax_legal(logits, legal[None])[0].argmax())
+
+
+@dataclass
+class TrainedRun:
+    cfg: C.Config
+    run_dir: Path
+    policies: list[AgentPolicy]
+    version: int
+
+    def make_env(self, agent: int, copy_index: int = 0):
+        env = make_env(self.cfg, agent, copy_index)
+        if hasattr(env, "set_episode_opponent"):
+            env.set_episode_opponent(-1)  # shared worlds: explained against the uniform random player
+        return env
+
+
+def load_run(run_dir: str | Path, ckpt: str | Path | None = None) -> TrainedRun:
+    """The run's config and its final (or the given) checkpoint, one AgentPolicy per agent."""
+    run_dir = Path(run_dir)
+    cfg = C.load(run_dir / "config.yaml", environ={})
+    path = Path(ckpt) if ckpt else checkpoint.latest(run_dir / "checkpoints")
+    if path is None or not path.is_file():
+        raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'} (train first: magicmask run)")
+    st = checkpoint.load(path)
+    spec = make_env(cfg, 0).spec
+    nets = AgentNets(cfg.run.agents, spec.obs_dim, spec.n_actions, cfg.ppo.hidden)
+    nets.load_state_dict(st["nets"])
+    policies = []
+    for a in range(cfg.run.agents):
+        one = AgentNets(1, spec.obs_dim, spec.n_actions, cfg.ppo.hidden)
+        one.load_agent_state(0, nets.agent_state(a))
+        policies.append(AgentPolicy(one, cfg.mask.tau))
+    return TrainedRun(cfg, run_dir, policies, int(st["version"]))
+
+
+def record_episode(env, policy: AgentPolicy, agent: int, seed: int, masked: bool = True,
+                   rng: np.random.Generator | None = None) -> Episode:
+    """Play one episode greedily; with `masked`, steps with m <= tau take a random legal action."""
+    rng = rng or np.random.default_rng(seed)
+    steps = play_episode(env, policy.forward, seed, rng, policy.tau if masked else None)
+    crit = [s["critical"] for s in steps]
+
+    def col(key, dtype):
+        return np.array([s[key] for s in steps], dtype)
+    return Episode(agent=agent, seed=seed, obs=np.stack([s["obs"] for s in steps]),
+                   legal=np.stack([s["legal"] for s in steps]), actions=col("action", np.int64),
+                   own_actions=col("own_action", np.int64), rewards=col("reward", np.float32),
+                   m=col("m", np.float32), values=col("value", np.float32), perturbed=col("perturbed", bool),
+                   true_critical=None if any(c is None for c in crit) else np.array(crit, bool),
+                   masked=masked, stats=dict(steps[-1]["episode_stats"]))
+
+
+def record_episodes(run: TrainedRun, agent: int, n: int, first_seed: int = 0, masked: bool = True) -> list[Episode]:
+    """n episodes of one agent with seeds first_seed .. first_seed + n - 1 (recorded in each Episode)."""
+    env = run.make_env(agent)
+    return [record_episode(env, run.policies[agent], agent, first_seed + i, masked) for i in range(n)]
