@@ -10,6 +10,7 @@ ignore stream messages whose sequence number is not newer).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from pathlib import Path
@@ -80,7 +81,9 @@ class Actor:
         self.cfg, self.agent, self.run_dir = cfg, agent, Path(run_dir)
         self.stop_event = stop_event
         self.sender = Sender(agent)
-        self.seed = cfg.run.seed * 100_003 + agent * 7919 + (self.sender.incarnation % 9973)
+        # Reproducible from run.seed; a restarted actor (the supervisor counts restarts) plays new episodes
+        restart = int(os.environ.get("MAGICMASK_RESTART", "0"))
+        self.seed = int(np.random.SeedSequence([cfg.run.seed, agent, restart]).generate_state(1)[0])
         self.rng = np.random.default_rng(self.seed)
         self.envs = [make_env(cfg, agent, c) for c in range(cfg.env.copies)]
         self.spec = self.envs[0].spec
@@ -318,7 +321,7 @@ class Actor:
                 buf = self.collect(obs, legal, pos)
                 n += 1
                 ev = {}
-                if self.cfg.env.eval_every and n % self.cfg.env.eval_every == 0:
+                if self.cfg.env.eval_every and (n == 1 or n % self.cfg.env.eval_every == 0):  # n == 1: the baseline
                     ev = evaluate(self.cfg, self.agent, self.peers, self.rng)
                 self.send_fragment(buf, ev)
         finally:

@@ -68,7 +68,7 @@ class Supervisor:
 
     def start(self, child: Child) -> None:
         log = open(self.run_dir / "logs" / f"{child.name}.log", "ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "MAGICMASK_RESTART": str(child.restarts)}
         child.proc = subprocess.Popen(child.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                       start_new_session=True, env=env)
         log.close()

@@ -12,7 +12,8 @@ import torch
 LATEST = "latest.pt"
 
 
-def save(state: dict, folder: Path, version: int) -> Path:
+def save(state: dict, folder: Path, version: int, keep: int = 3) -> Path:
+    """Write ckpt-<version>.pt atomically, point `latest` at it, and keep only the `keep` newest."""
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
     try:
@@ -25,6 +26,8 @@ def save(state: dict, folder: Path, version: int) -> Path:
         latest_tmp = folder / ".latest.tmp"
         latest_tmp.write_text(target.name)
         os.replace(latest_tmp, folder / "latest")
+        for old in sorted(folder.glob("ckpt-*.pt"))[:-keep]:
+            old.unlink(missing_ok=True)
         return target
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

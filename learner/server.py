@@ -82,6 +82,7 @@ class Learner:
         self.retired: set[tuple[int, int]] = set()
         self.last_eval: dict[int, dict] = {}
         self.returns: dict[int, list] = defaultdict(list)
+        self.lags: dict[int, list] = defaultdict(list)
         self.drops = DropLog(log)
         self.sender = Sender(-1)
         self.max_bytes = int(cfg.net.max_message_mb * 2**20)
@@ -158,6 +159,7 @@ class Learner:
         self.last_seen[a] = time.monotonic()
         lag = self.version - msg.policy_version
         AGENT_LAG.labels(a).set(lag)
+        self.lags[a].append(lag)
         if lag > self.cfg.learner.max_policy_lag:
             STALE.labels(a).inc()
             self.drops.drop("fragments", "stale", f"agent {a}: policy lag {lag} > {self.cfg.learner.max_policy_lag}")
@@ -235,6 +237,9 @@ class Learner:
             rets = self.returns.pop(a, [])
             d = {k: float(v[j]) for k, v in stats.items()}
             d["env_steps"] = int(self.consumed[a])
+            lags = self.lags.pop(a, [])
+            if lags:
+                d["policy_lag"] = float(np.mean(lags))
             if rets:
                 d["mean_return"] = float(np.mean(rets))
                 AGENT_RETURN.labels(a).set(d["mean_return"])

@@ -141,3 +141,45 @@ def test_bad_config_fails_before_any_process_starts(tmp_path):
                           "--set", "mask.tau=1.5"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "mask.tau=1.5: must be < 1.0" in res.stderr
     assert not (tmp_path / "x" / "logs").exists()
+
+
+def test_ctrl_c_stops_every_process_within_5s(tmp_path, free_ports):
+    run_dir = tmp_path / "stop"
+    proc = subprocess.Popen(run_cmd(run_dir, "gates.yaml", ["run.agents=2", "run.total_steps=10000000", "run.progress=false",
+                                                             *net_overrides(free_ports(7))]),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and not (run_dir / "metrics.jsonl").exists():
+            time.sleep(0.2)
+        assert (run_dir / "metrics.jsonl").exists(), "the run never trained"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert took < 5.0, f"stopping took {took:.1f}s"
+    time.sleep(0.2)
+    left = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True).stdout.split()
+    assert not left, f"orphans left: {left}"
+    assert "learner stopped: interrupted" in (run_dir / "logs" / "learner.log").read_text()
+
+
+def test_resume_continues_from_the_last_checkpoint(tmp_path, free_ports):
+    run_dir = tmp_path / "resume"
+    ports = net_overrides(free_ports(7))
+    first = subprocess.run(run_cmd(run_dir, "gates.yaml", ["run.agents=2", "run.total_steps=2048", "run.progress=false",
+                                                           *ports]), cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    before = rows(run_dir)
+    cmd = [sys.executable, "-m", "explain.cli", "run", "--run-dir", str(run_dir), "--resume",
+           "--set", "run.total_steps=4096", *sum([["--set", o] for o in ports], [])]
+    second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    after = rows(run_dir)[len(before):]
+    assert "resumed from" in (run_dir / "logs" / "learner.log").read_text()
+    assert after and after[0]["version"] == before[-1]["version"] + 1
+    assert after[0]["agents"]["0"]["env_steps"] > before[-1]["agents"]["0"]["env_steps"]
+    assert max(a["env_steps"] for a in after[-1]["agents"].values()) >= 4096

@@ -163,3 +163,9 @@ def test_yaml_overrides_and_environment(tmp_path):
     assert again == cfg
     with pytest.raises(C.ConfigError, match="does not exist"):
         C.load(tmp_path / "missing.yaml")
+
+
+def test_docs_config_reference_is_current():
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "CONFIG.md").read_text()
+    assert C.describe().strip() in doc, "docs/CONFIG.md is stale: regenerate it with `magicmask config --reference`"
