@@ -183,3 +183,26 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, free_ports):
     assert after and after[0]["version"] == before[-1]["version"] + 1
     assert after[0]["agents"]["0"]["env_steps"] > before[-1]["agents"]["0"]["env_steps"]
     assert max(a["env_steps"] for a in after[-1]["agents"].values()) >= 4096
+
+
+def test_broker_death_stops_the_run_with_its_log_tail(tmp_path, free_ports):
+    run_dir = tmp_path / "brokerdeath"
+    proc = subprocess.Popen(run_cmd(run_dir, "gates.yaml", ["run.agents=2", "run.total_steps=10000000", "run.progress=false",
+                                                             *net_overrides(free_ports(7))]),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and not (run_dir / "metrics.jsonl").exists():
+            time.sleep(0.2)
+        pids = subprocess.run(["pgrep", "-f", f"explain.cli broker .*{run_dir}"], capture_output=True, text=True).stdout.split()
+        assert pids, "broker process not found"
+        for p in pids:
+            os.kill(int(p), signal.SIGKILL)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    assert "broker exited with code -9; the run stops. Last lines of" in err and "broker.log" in err
+    left = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True).stdout.split()
+    assert not left, f"orphans left: {left}"
