@@ -24,12 +24,13 @@ from actors.action_selection import epsilon, select_training, softmax_legal
 from actors.envs import make_env
 from actors.evaluation import evaluate
 from actors.state_keys import StateKeys, max_cosine
-from learner.networks import AgentNets
+from learner.networks import AgentNets, nets_for
 from protocol import messages as M
 from protocol.codec import Sender
 from protocol.config import Config
 from protocol.drops import DropLog
 from protocol.envspec import EnvSpec
+from protocol.security import for_process
 from protocol.transport import make_socket, receive, tcp
 
 log = logging.getLogger("actor")
@@ -56,7 +57,7 @@ class PeerPolicies:
     def load(self, agent: int, arrays: dict, version: int) -> None:
         net = self.nets.get(agent)
         if net is None:
-            net = AgentNets(1, self.spec.obs_dim, self.spec.n_actions, self.cfg.ppo.hidden)
+            net = nets_for(self.spec, self.cfg.ppo.hidden, 1)
             net.requires_grad_(False)
         net.load_agent_state(0, arrays)  # raises ValueError on a wrong name or shape
         self.nets[agent] = net
@@ -112,20 +113,22 @@ class Actor:
         cfg, ctx = self.cfg, zmq.Context.instance()
         self.ctx = ctx
         la, ba = cfg.learner_addr(), cfg.broker_addr()
-        self.frag_sock = make_socket(ctx, zmq.PUSH, hwm=2)
+        sec = for_process(cfg, "actor", self.agent)  # CURVE client keys; .client() is None without keys
+        lc, bc = sec.client("learner"), sec.client("broker")
+        self.frag_sock = make_socket(ctx, zmq.PUSH, hwm=2, curve=lc)
         self.frag_sock.connect(tcp(la, cfg.net.learner_fragments_port))
-        self.weights_sock = make_socket(ctx, zmq.SUB, max_bytes=self.max_bytes)
+        self.weights_sock = make_socket(ctx, zmq.SUB, max_bytes=self.max_bytes, curve=lc)
         self.weights_sock.setsockopt(zmq.SUBSCRIBE, b"w/")
         self.weights_sock.setsockopt(zmq.SUBSCRIBE, b"stop")
         self.weights_sock.connect(tcp(la, cfg.net.learner_weights_port))
-        self.learner_req = make_socket(ctx, zmq.DEALER, max_bytes=self.max_bytes)
+        self.learner_req = make_socket(ctx, zmq.DEALER, max_bytes=self.max_bytes, curve=lc)
         self.learner_req.connect(tcp(la, cfg.net.learner_router_port))
-        self.report_sock = make_socket(ctx, zmq.PUSH, hwm=100)
+        self.report_sock = make_socket(ctx, zmq.PUSH, hwm=100, curve=bc)
         self.report_sock.connect(tcp(ba, cfg.net.broker_reports_port))
-        self.snap_sock = make_socket(ctx, zmq.SUB, max_bytes=self.max_bytes)
+        self.snap_sock = make_socket(ctx, zmq.SUB, max_bytes=self.max_bytes, curve=bc)
         self.snap_sock.setsockopt(zmq.SUBSCRIBE, b"snap/%d" % self.agent)
         self.snap_sock.connect(tcp(ba, cfg.net.broker_snapshots_port))
-        self.broker_req = make_socket(ctx, zmq.DEALER, max_bytes=self.max_bytes)
+        self.broker_req = make_socket(ctx, zmq.DEALER, max_bytes=self.max_bytes, curve=bc)
         self.broker_req.connect(tcp(ba, cfg.net.broker_router_port))
         self.poller = zmq.Poller()
         for s in (self.weights_sock, self.learner_req, self.snap_sock, self.broker_req):

@@ -46,6 +46,7 @@ from protocol import messages as M
 from protocol.codec import Sender, encode
 from protocol.config import Config
 from protocol.drops import DropLog
+from protocol.security import for_process, release
 from protocol.transport import make_socket, receive, tcp
 
 log = logging.getLogger("broker")
@@ -112,10 +113,11 @@ class Broker:
     # ---------------- sockets ----------------
     def bind(self) -> None:
         cfg = self.cfg
+        curve = for_process(cfg, "broker").server()  # None without security.keys_dir
         self.ctx = zmq.Context()
-        self.pull = make_socket(self.ctx, zmq.PULL, max_bytes=self.max_bytes)
-        self.pub = make_socket(self.ctx, zmq.PUB)  # at the HWM a PUB drops: a slow subscriber never blocks us
-        self.router = make_socket(self.ctx, zmq.ROUTER, max_bytes=self.max_bytes)
+        self.pull = make_socket(self.ctx, zmq.PULL, max_bytes=self.max_bytes, curve=curve)
+        self.pub = make_socket(self.ctx, zmq.PUB, curve=curve)  # at the HWM a PUB drops: a slow subscriber never blocks us
+        self.router = make_socket(self.ctx, zmq.ROUTER, max_bytes=self.max_bytes, curve=curve)
         try:
             self.pull.bind(tcp(cfg.net.host, cfg.net.broker_reports_port))
             self.pub.bind(tcp(cfg.net.host, cfg.net.broker_snapshots_port))
@@ -137,6 +139,7 @@ class Broker:
             if s is not None:
                 s.close(linger=0)
         if getattr(self, "ctx", None) is not None:
+            release(self.ctx)  # the CURVE authenticator's thread, if any, holds sockets of ctx
             self.ctx.term()
             self.ctx = None
         if self.snap_file is not None:

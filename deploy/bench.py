@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,23 +22,13 @@ import zmq
 
 from actors.envs import make_env
 from learner.batched_ppo import BatchedPPO
-from learner.networks import AgentNets
+from learner.networks import AgentNets, nets_for
 from protocol import config as C
 from protocol import messages as M
 from protocol.codec import Sender, decode
-from protocol.transport import make_socket, tcp
+from protocol.transport import free_ports, make_socket, tcp
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def machine() -> str:
@@ -78,7 +67,7 @@ def collection(env: str, preset: str, seconds: float) -> tuple[float, float]:
         "net.metrics_port=0", "run.agents=1", "env.random_opponent_frac=1.0", "env.eval_every=0"]
     cfg = C.load(ROOT / "deploy/configs" / preset, overrides, environ={})
     spec = make_env(cfg, 0).spec
-    nets = AgentNets(1, spec.obs_dim, spec.n_actions, cfg.ppo.hidden, seed=0)
+    nets = nets_for(spec, cfg.ppo.hidden, 1, seed=0)
     ctx = zmq.Context.instance()
     pull = make_socket(ctx, zmq.PULL, hwm=4)
     pull.bind(tcp("127.0.0.1", cfg.net.learner_fragments_port))

@@ -11,14 +11,17 @@ if [ ! -x "$MM_VENV/bin/python" ]; then
   "$MM_PY" -m venv "$MM_VENV" || { echo "[bootstrap] 'python3 -m venv' failed: install python3-venv (apt-get install python3-venv)" >&2; exit 1; }
   "$MM_VENV/bin/python" -m pip install -q --upgrade pip
 fi
+# Extras to install (MM_EXTRAS overrides): by default every environment extra and the test tools, so one
+# venv serves launch.sh, test.sh and bench.sh; the stamp records them
+MM_EXTRAS="${MM_EXTRAS:-atari,highway,test}"
 stamp="$MM_VENV/.magicmask-installed"
-want=$(cat "$MM_ROOT/pyproject.toml" "$MM_ROOT/deploy/bootstrap.sh" | sha256sum | cut -d' ' -f1)
+want=$( (cat "$MM_ROOT/pyproject.toml" "$MM_ROOT/deploy/bootstrap.sh"; echo "$MM_EXTRAS") | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[bootstrap] installing torch and the project into $MM_VENV" >&2
   # shellcheck disable=SC2086
   "$MM_VENV/bin/python" -m pip install -q ${MAGICMASK_TORCH_SPEC:-torch==2.13.0} 2>&1 | grep -v "^WARNING: Location" >&2 || true
   "$MM_VENV/bin/python" -c "import torch" || { echo "[bootstrap] torch did not install" >&2; exit 1; }
-  "$MM_VENV/bin/python" -m pip install -q -e "$MM_ROOT[test]" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+  "$MM_VENV/bin/python" -m pip install -q -e "$MM_ROOT[$MM_EXTRAS]" 2>&1 | grep -v "^WARNING: Location" >&2 || true
   "$MM_VENV/bin/python" -c "import protocol, broker, actors, learner, explain" || { echo "[bootstrap] project install failed" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job: deploy/launch.sh --agents 4 trains 4 MAGIC-MASK agents on Connect Four on this machine.
+# The main job: deploy/launch.sh --agents 4 trains 4 MAGIC-MASK agents on Connect Four on this machine, then
+# explains them (runs/<name>/report/index.html).
 # Any `magicmask run` flag passes through (--env gates, --steps N, --set section.field=value, ...).
 # The preset deploy/configs/<env>.yaml is used when it exists and no --config is given.
 set -euo pipefail
@@ -12,4 +13,4 @@ for a in "$@"; do
 done
 preset=()
 if [ "$have_config" = 0 ] && [ -f "deploy/configs/$env_name.yaml" ]; then preset=(--config "deploy/configs/$env_name.yaml"); fi
-exec magicmask run "${preset[@]}" "$@"
+exec magicmask run --explain "${preset[@]}" "$@"

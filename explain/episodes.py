@@ -13,7 +13,7 @@ from actors.action_selection import softmax_legal
 from actors.envs import make_env
 from actors.evaluation import play_episode
 from learner import checkpoint
-from learner.networks import AgentNets
+from learner.networks import AgentNets, nets_for
 from protocol import config as C
 
 
@@ -85,11 +85,11 @@ def load_run(run_dir: str | Path, ckpt: str | Path | None = None) -> TrainedRun:
         raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'} (train first: magicmask run)")
     st = checkpoint.load(path)
     spec = make_env(cfg, 0).spec
-    nets = AgentNets(cfg.run.agents, spec.obs_dim, spec.n_actions, cfg.ppo.hidden)
+    nets = nets_for(spec, cfg.ppo.hidden, cfg.run.agents)
     nets.load_state_dict(st["nets"])
     policies = []
     for a in range(cfg.run.agents):
-        one = AgentNets(1, spec.obs_dim, spec.n_actions, cfg.ppo.hidden)
+        one = nets_for(spec, cfg.ppo.hidden, 1)
         one.load_agent_state(0, nets.agent_state(a))
         policies.append(AgentPolicy(one, cfg.mask.tau))
     return TrainedRun(cfg, run_dir, policies, int(st["version"]))

@@ -6,7 +6,9 @@ fidelity test, compute the metrics and write RUN_DIR/report/:
   fidelity.csv           explain.fidelity.FIDELITY_COLUMNS
   critical_states.jsonl  the explain.top_states highest-m states per agent (observation, action, frame)
   frames/*.png           rendered frames of those states (where the env renders)
-  metrics.json           per method every metric of explain.metrics, fit_seconds and score_seconds
+  metrics.json           {method: {metric: value}}: every metric of explain.metrics, fit_seconds, score_seconds
+  summary.json           the run's facts (env, agents, episodes, seeds, d_max), run-level metrics, per-agent
+                         metrics per method, timings, failed explainers and notes
   index.html             the report (explain.report, when present)
 
 The explained episodes are UNMASKED (the agent's own greedy behaviour, seeds first_seed + i); the same seeds
@@ -135,15 +137,15 @@ def critical_states(run: TrainedRun, unmasked: dict[int, list[Episode]], top: in
 
 # ---------------- the command ----------------
 def run_explain(run_dir, checkpoint=None, overrides=(), explainer_factory=None, report: bool = True,
-                log=print) -> Path:
+                log=print, methods: list[str] | None = None) -> Path:
     """Explain a finished run; returns RUN_DIR/report. `explainer_factory(name, cfg)` replaces
-    make_explainer (tests)."""
+    make_explainer and `methods` replaces explain.methods (tests: explainers outside the config's list)."""
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
     run = load_run(run_dir, checkpoint)
     apply_overrides(run, overrides)
     cfg, ec = run.cfg, run.cfg.explain
-    methods = [m.strip() for m in ec.methods.split(",") if m.strip()]
+    methods = list(methods) if methods else [m.strip() for m in ec.methods.split(",") if m.strip()]
     k_fracs = parse_floats(ec.k_fractions)
     agents = list(range(cfg.run.agents))
     out = run_dir / "report"
@@ -270,14 +272,15 @@ def run_explain(run_dir, checkpoint=None, overrides=(), explainer_factory=None, 
            "first_seed": ec.first_seed, "checkpoint_version": run.version, "tau": cfg.mask.tau,
            "shared_world": bool(spec.shared_world), "k_fractions": k_fracs, "methods": ok_methods,
            "d_max": {a: reward_range(run, a, unmasked[a]) for a in agents},
-           "run": run_metrics, "metrics": per_method, "per_agent": per_agent, "errors": errors, "timing": timing,
+           "run": run_metrics, "per_agent": per_agent, "errors": errors, "timing": timing,
            "notes": {"episodes": "explained episodes are unmasked (greedy policy); seeds first_seed .. first_seed+M-1",
                      "reward_preservation": "MAGIC-MASK only (its m <= tau rule on the same seeds); null for "
                                             "post-hoc methods, whose importance needs the finished episode",
                      "team_window": "not computed: perturbations are per agent (docs/metrics.md)",
                      "inter_agent_fidelity": f"first {INTER_AGENT_EPISODES} episodes of every agent pooled"}}
-    (out / "metrics.json").write_text(json.dumps(_clean(doc), indent=1))
-    log(f"explain: wrote {out}/importance.csv, fidelity.csv, critical_states.jsonl, metrics.json "
+    (out / "metrics.json").write_text(json.dumps(_clean(per_method), indent=1))
+    (out / "summary.json").write_text(json.dumps(_clean(doc), indent=1))
+    log(f"explain: wrote {out}/importance.csv, fidelity.csv, critical_states.jsonl, metrics.json, summary.json "
         f"({timing['total_seconds']:.1f} s)")
     if report:
         try:
@@ -292,9 +295,8 @@ def run_explain(run_dir, checkpoint=None, overrides=(), explainer_factory=None, 
     return out
 
 
-def summary_table(metrics_doc: dict) -> str:
-    """A short plain-text table of the headline metrics (printed by the command)."""
-    ms = metrics_doc["metrics"]
+def summary_table(ms: dict) -> str:
+    """A short plain-text table of the headline metrics of metrics.json (printed by the command)."""
     keys = ["precision_at_k", "reward_drop_pct_k10", "control_reward_drop_pct_k10", "fidelity_score_k10",
             "kl_divergence", "inter_agent_fidelity", "fit_seconds"]
     lines = ["method".ljust(12) + "".join(k[:22].rjust(24) for k in keys)]

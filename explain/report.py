@@ -132,6 +132,10 @@ def read_fidelity(path: Path) -> list[dict]:
             r["episode"] = int(_float(row.get("episode"), -1))
             r["agent"] = str(row.get("agent", ""))
             out.append(r)
+    ks = [r["k"] for r in out if math.isfinite(r.get("k", float("nan")))]
+    if ks and max(ks) <= 1.0:   # K written as a fraction of the episode (explain.k_fractions): show percent
+        for r in out:
+            r["k"] = round(r["k"] * 100, 6)
     return out
 
 
@@ -189,7 +193,7 @@ class _Images:
     def save(self, fig, stem: str) -> str:
         self.n += 1
         name = f"{self.n:03d}-{re.sub(r'[^A-Za-z0-9_-]+', '_', stem)}.png"
-        fig.savefig(self.dir / name, dpi=100, bbox_inches="tight", facecolor="white")
+        fig.savefig(self.dir / name, dpi=100, facecolor="white")   # callers lay out (tight_layout) first
         return f"img/{name}"
 
 
@@ -213,8 +217,10 @@ def _e(x) -> str:
 
 
 def _fmt(v, digits: int = 3) -> str:
-    if isinstance(v, bool) or v is None:
-        return "" if v is None else str(v)
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return str(v)
     if isinstance(v, (int, np.integer)):
         return str(int(v))
     if isinstance(v, (float, np.floating)):
@@ -355,6 +361,7 @@ def _importance_section(traces: list[Trace] | None, fid: list[dict] | None, imgs
             "critical steps marked; below, the mean over all episodes.")
     if not traces:
         return _section("importance", "Importance over time", what, _note(missing))
+    from matplotlib.ticker import MaxNLocator
     windows = _windows_by_episode(fid or [])
     methods = sorted({t.method for t in traces}, key=_method_key)
     agents = sorted({t.agent for t in traces}, key=_agent_key)
@@ -363,40 +370,50 @@ def _importance_section(traces: list[Trace] | None, fid: list[dict] | None, imgs
     for agent in agents:
         episodes = sorted({t.episode for t in traces if t.agent == agent})
         shown = episodes[:n_show]
-        fig = _figure(3.6 * len(shown) + 0.8, 1.15 * len(methods) + 0.9)
-        axes = fig.subplots(len(methods), len(shown), squeeze=False, sharey=True)
+        # one axes per episode, one lane per method (cheaper to draw than an axes per method and episode);
+        # a fixed layout in inches (tight_layout would draw the figure once more)
+        W, H = 3.9 * len(shown) + 1.1, 0.55 * len(methods) + 1.1
+        fig = _figure(W, H)
+        axes = fig.subplots(1, len(shown), squeeze=False, sharey=True,
+                            gridspec_kw=dict(left=1.0 / W, right=1 - 0.1 / W, top=1 - 0.65 / H, bottom=0.45 / H,
+                                             wspace=0.06))[0]
+        n_m = len(methods)
         for c, ep in enumerate(shown):
+            ax = axes[c]
+            crit_steps = None
             for r, method in enumerate(methods):
-                ax = axes[r][c]
+                base = n_m - 1 - r    # first method on top
                 t = by.get((method, agent, ep))
                 if t is None:
-                    ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, fontsize=8)
-                    ax.set_yticks([])
+                    ax.text(0.5, base + 0.4, "no data", ha="center", va="center", fontsize=7,
+                            transform=ax.get_yaxis_transform())
                     continue
                 w = windows.get((method, agent, ep))
                 if w is not None:
-                    ax.axvspan(w[1] - 0.5, w[1] + w[2] - 0.5, color="#ffcc80", alpha=0.6, lw=0)
-                if t.true_critical is not None:
-                    for s in t.steps[t.true_critical]:
-                        ax.axvline(s, color="black", lw=1.0, ls=":", alpha=0.8)
-                y = _norm01(t.importance)
+                    ax.fill_between([w[1] - 0.5, w[1] + w[2] - 0.5], base, base + 0.92, color="#ffcc80", lw=0)
+                if t.true_critical is not None and t.true_critical.any():
+                    crit_steps = t.steps[t.true_critical]
                 short = len(t.steps) <= 60
-                ax.plot(t.steps, y, color=_colour(method, methods), lw=1.3, marker="o" if short else None, ms=2.5)
-                ax.set_ylim(-0.08, 1.12)
-                ax.set_yticks([0, 1])
-                ax.tick_params(labelsize=7)
-                if r == 0:
-                    ax.set_title(f"episode {ep}" + (f" (seed {t.seed})" if t.seed != "" else ""), fontsize=9)
-                if c == 0:
-                    ax.set_ylabel(method, fontsize=8, rotation=0, ha="right", va="center")
-                if r == len(methods) - 1:
-                    ax.set_xlabel("step", fontsize=8)
-        fig.suptitle(f"agent {agent}: importance (scaled), shaded = perturbed window at the smallest K, "
-                     f"dotted = truly critical", fontsize=9)
-        fig.tight_layout()
+                ax.plot(t.steps, base + 0.05 + 0.82 * _norm01(t.importance), color=_colour(method, methods),
+                        lw=1.3, marker="o" if short else None, ms=2.2)
+                ax.axhline(base, color="#dddddd", lw=0.6)
+            if crit_steps is not None:
+                ax.vlines(crit_steps, 0, n_m, color="black", lw=1.0, ls=":", alpha=0.8)
+            t0 = next((by[(m, agent, ep)] for m in methods if (m, agent, ep) in by), None)
+            seed = f" (seed {t0.seed})" if t0 is not None and t0.seed != "" else ""
+            ax.set_title(f"episode {ep}{seed}", fontsize=9)
+            ax.set_ylim(-0.05, n_m)
+            if c == 0:   # shared y axis: the lanes' names once, on the left
+                ax.set_yticks([n_m - 1 - r + 0.45 for r in range(n_m)], methods, fontsize=8)
+            ax.tick_params(axis="y", length=0, labelleft=c == 0)
+            ax.tick_params(axis="x", labelsize=7)
+            ax.xaxis.set_major_locator(MaxNLocator(8, integer=True))
+            ax.set_xlabel("step", fontsize=8)
+        fig.suptitle(f"agent {agent}: importance per method (each scaled to its lane), shaded = perturbed window "
+                     f"at the smallest K, dotted = truly critical", fontsize=9, y=1 - 0.12 / H)
         src = imgs.save(fig, f"importance-agent{agent}")
         # aggregate over every episode of this agent
-        agg = _figure(7.5, 2.6)
+        agg = _figure(10.0, 2.6)
         ax = agg.subplots()
         lens = {len(t.steps) for t in traces if t.agent == agent}
         fixed = len(lens) == 1
@@ -422,11 +439,12 @@ def _importance_section(traces: list[Trace] | None, fid: list[dict] | None, imgs
             ok = crit_n > 0
             ax.bar(np.flatnonzero(ok), crit_sum[ok] / crit_n[ok], width=0.8, color="#dddddd", zorder=0,
                    label="share truly critical")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("step" if fixed else f"position in the episode ({n_bins} bins)", fontsize=8)
         ax.set_ylabel("mean scaled importance", fontsize=8)
         ax.set_ylim(0, 1.05)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7, ncol=4, loc="upper left", bbox_to_anchor=(1.0, 1.0) if len(methods) > 4 else None)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax.set_title(f"agent {agent}: mean over {len(episodes)} episodes", fontsize=9)
         agg.tight_layout()
         src2 = imgs.save(agg, f"importance-mean-agent{agent}")
@@ -447,7 +465,7 @@ def _draw_gates_state(state: dict, layout, imgs: _Images) -> str | None:
     pos = int(np.argmax(obs[:L])) if obs[:L].max() > 0 else int(state.get("step", 0))
     cue = int(np.argmax(obs[L:L + A])) if obs[L:L + A].max() > 0 else None
     from matplotlib.patches import Rectangle
-    fig = _figure(max(3.2, 0.26 * L + 0.6), 1.35)
+    fig = _figure(max(3.2, 0.24 * L + 0.4), 1.05)
     ax = fig.subplots()
     for s in range(L):
         colour = "#e6961e" if s in shared else "#3c78e6" if s == private else "#c8c8c8"
@@ -465,7 +483,21 @@ def _draw_gates_state(state: dict, layout, imgs: _Images) -> str | None:
     if act is not None:
         text += f"; took action {act}" + ("" if cue is None else (" ✓" if int(act) == cue else " ✗"))
     ax.set_title(text, fontsize=8)
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.8, bottom=0.2)
     return imgs.save(fig, f"gates-a{state.get('agent')}-e{state.get('episode')}-s{state.get('step')}")
+
+
+def _displayable(obs: np.ndarray) -> np.ndarray:
+    """An image observation as something imshow draws, scaled to 0..1: (C, H, W) or (H, W, C); 3 channels
+    as RGB, otherwise (stacked grey frames) the last channel; more dimensions: the first 2-D slice."""
+    x = np.asarray(obs, float)
+    if x.ndim == 3:
+        ch_last = x.shape[-1] <= 4 and x.shape[0] > 4
+        x = x if ch_last else np.moveaxis(x, 0, -1)
+        x = x if x.shape[-1] == 3 else x[..., -1]
+    elif x.ndim > 3:
+        x = x.reshape(x.shape[0], x.shape[1], -1)[..., 0]
+    return _norm01(x)
 
 
 def _draw_obs(state: dict, env_name: str, imgs: _Images) -> str | None:
@@ -485,9 +517,8 @@ def _draw_obs(state: dict, env_name: str, imgs: _Images) -> str | None:
         ax.set_xticks(range(7))
         ax.set_yticks([])
     elif obs.ndim >= 2:
-        img = obs if obs.ndim == 2 else (obs[..., :3] if obs.shape[-1] in (1, 3, 4) else obs[0])
-        img = np.squeeze(img)
-        ax.imshow(_norm01(img), cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
+        img = _displayable(obs)
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
         ax.axis("off")
     else:
         ax.bar(np.arange(obs.size), obs, color="#555")
@@ -536,6 +567,8 @@ def _critical_section(states: list[dict] | None, report_dir: Path, cfg, imgs: _I
                 pics.append(_note("no picture (no frame and no observation)"))
             cap = (f"episode {_e(s.get('episode', '?'))} (seed {_e(s.get('seed', '?'))}), step {_e(s.get('step', '?'))}"
                    f"<br>importance <b>{_e(_fmt(_float(s.get('importance'))))}</b>, action {_e(s.get('action', '?'))}")
+            if s.get("true_critical") is not None:
+                cap += "; truly critical" if s["true_critical"] else "; <i>not</i> truly critical"
             cards.append(f'<figure class="card">{"".join(pics)}<figcaption>{cap}</figcaption></figure>')
         parts.append(f'<div class="agent"><h3>Agent {_e(agent)}</h3><div class="cards">{"".join(cards)}</div></div>')
     return _section("critical-states", "Top critical states", what, "\n".join(parts))
@@ -548,6 +581,10 @@ def _mean_sd(x: list[float]) -> tuple[float, float, int]:
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0, len(a)
 
 
+def _pm(v: tuple[float, float, int], digits: int) -> str:
+    return "–" if v[2] == 0 else f"{v[0]:.{digits}f} ± {v[1]:.{digits}f}"
+
+
 def _fidelity_section(fid: list[dict] | None, imgs: _Images, missing: str) -> str:
     what = ("Fidelity score log(p_d) - log(p_l) (higher is better) and reward drop in percent after perturbing the "
             "top-K window, against K, for every method; dashed: a random window of the same length (control).")
@@ -557,10 +594,10 @@ def _fidelity_section(fid: list[dict] | None, imgs: _Images, missing: str) -> st
     groups = [("individual agents", [r for r in fid if _agent_key(r["agent"])[0] == 0]),
               ("team (joint window)", [r for r in fid if _agent_key(r["agent"])[0] == 1])]
     parts, rows = [], []
+    ks = sorted({r["k"] for r in fid if math.isfinite(r["k"])})
     for label, sub in groups:
         if not sub:
             continue
-        ks = sorted({r["k"] for r in sub if math.isfinite(r["k"])})
         fig = _figure(10.5, 3.3)
         ax1, ax2 = fig.subplots(1, 2)
         for method in methods:
@@ -574,9 +611,11 @@ def _fidelity_section(fid: list[dict] | None, imgs: _Images, missing: str) -> st
                 fs.append(f_)
                 dr.append(d_)
                 cd.append(c_)
-                if sel:
-                    rows.append([label, method, _fmt(k, 0), len(sel), f"{_fmt(f_[0])} ± {_fmt(f_[1])}",
-                                 f"{_fmt(d_[0], 1)} ± {_fmt(d_[1], 1)}", f"{_fmt(c_[0], 1)} ± {_fmt(c_[1], 1)}"])
+            if any(r.get("method") == method for r in sub):
+                n = sum(r.get("method") == method for r in sub)
+                rows.append([label, method, n] + [_Raw(
+                    f"{_pm(f_, 2)}<br><span class='sub'>{_pm(d_, 1)} % / {_pm(c_, 1)} %</span>")
+                    for f_, d_, c_ in zip(fs, dr, cd)])
             xs = np.array(ks, float)
 
             def line(ax, vals, **kw):
@@ -600,14 +639,15 @@ def _fidelity_section(fid: list[dict] | None, imgs: _Images, missing: str) -> st
         fig.tight_layout()
         parts.append(f"<h3>{_e(label.capitalize())}</h3>" + _img(imgs.save(fig, f"fidelity-{label.split()[0]}"),
                                                                    f"fidelity {label}"))
-    parts.append("<details open><summary>Numbers (mean ± s.d.; non-finite scores left out)</summary>" +
-                 _table(["group", "method", "K %", "rows", "fidelity score", "reward drop %", "control drop %"], rows) +
-                 "</details>")
+    parts.append("<details open><summary>Numbers: per K, the fidelity score, and below it the reward drop of the "
+                 "top-K window / of the random window (mean ± s.d. over episodes; non-finite scores left out)"
+                 "</summary>" + _table(["group", "method", "rows"] + [f"K = {_fmt(k, 0)} %" for k in ks], rows,
+                                       "fidelity") + "</details>")
     return _section("fidelity", "Fidelity against K", what, "\n".join(parts))
 
 
 def _comparison_section(metrics: dict | None, compare_md: str | None, compare_csv: list[list[str]] | None,
-                        missing: str) -> str:
+                        missing: str, errors: dict | None = None) -> str:
     what = ("Every method's metrics side by side (metrics.json), with its wall-clock cost to fit and to score, "
             "and the cross-run comparison table when `magicmask compare` wrote one.")
     parts = []
@@ -623,9 +663,11 @@ def _comparison_section(metrics: dict | None, compare_md: str | None, compare_cs
             rows.append([_Raw(f"<i>{_e(label)}</i>")] + [metrics[m].get(n) if isinstance(metrics[m], dict) else None
                                                          for m in methods])
         rows.append([_Raw("<i>total wall-clock (s)</i>")] + [
-            sum(_float(metrics[m].get(k), 0.0) for k in ("fit_seconds", "score_seconds")) if isinstance(metrics[m], dict)
-            else None for m in methods])
+            sum(_float(metrics[m].get(k), 0.0) for k in ("fit_seconds", "score_seconds"))
+            if isinstance(metrics[m], dict) else None for m in methods])
         parts.append(_table(["metric"] + methods, rows, "metrics"))
+    if errors:
+        parts.append(_note("explainers that failed: " + "; ".join(f"{k}: {v}" for k, v in errors.items())))
     if compare_md:
         parts.append('<h3>compare.md</h3><div class="md">' + _markdown_to_html(compare_md) + "</div>")
     elif compare_csv:
@@ -683,13 +725,15 @@ def _feature_labels(cfg, agent: int, n: int) -> list[str]:
     if lay is not None:
         L, A, noise = lay[:3]
         if L + A + noise == n:
-            return [f"step {i}" for i in range(L)] + [f"cue {i}" for i in range(A)] + [f"noise {i}" for i in range(noise)]
+            return ([f"step {i}" for i in range(L)] + [f"cue {i}" for i in range(A)]
+                    + [f"noise {i}" for i in range(noise)])
     return [str(i) for i in range(n)]
 
 
-def saliency(run, agent: int, episodes: int = 4, first_seed: int = 0):
+def saliency(run, agent: int, episodes: int = 4, first_seed: int = 0, max_steps: int = 2000, chunk: int = 256):
     """Mean |dm/dobs| over the steps of a few unmasked episodes of one agent: (all steps, the truly critical
-    steps or None, observations [N, *obs_shape], m [N]). m is the mask's keep-probability."""
+    steps or None, observations [N, *obs_shape], m [N]). m is the mask's keep-probability. At most
+    `max_steps` steps (evenly spaced) enter, in chunks, so long image episodes stay cheap."""
     import torch
 
     from explain.episodes import record_episodes
@@ -698,20 +742,27 @@ def saliency(run, agent: int, episodes: int = 4, first_seed: int = 0):
     crit = None
     if all(e.true_critical is not None for e in eps):
         crit = np.concatenate([e.true_critical for e in eps])
+    if len(obs) > max_steps:
+        idx = np.linspace(0, len(obs) - 1, max_steps).astype(np.int64)
+        obs, crit = obs[idx], (crit[idx] if crit is not None else None)
     nets = run.policies[agent].nets
-    x = torch.as_tensor(obs).requires_grad_(True)
-    with torch.enable_grad():
-        _, _, ml, _ = nets(x[None])
-        m = torch.sigmoid(ml[0])
-        (g,) = torch.autograd.grad(m.sum(), x)
-    ga = g.abs().numpy()
-    return ga.mean(0), (ga[crit].mean(0) if crit is not None and crit.any() else None), obs, m.detach().numpy()
+    grads, ms = [], []
+    for i in range(0, len(obs), chunk):
+        x = torch.as_tensor(obs[i:i + chunk]).requires_grad_(True)
+        with torch.enable_grad():
+            _, _, ml, _ = nets(x[None])
+            m = torch.sigmoid(ml[0])
+            (g,) = torch.autograd.grad(m.sum(), x)   # rows are independent: d m_j / d obs_j per step
+        grads.append(g.abs().numpy())
+        ms.append(m.detach().numpy())
+    ga, m = np.concatenate(grads), np.concatenate(ms)
+    return ga.mean(0), (ga[crit].mean(0) if crit is not None and crit.any() else None), obs, m
 
 
 def _saliency_section(run_dir: Path, run, cfg, imgs: _Images, episodes: int) -> str:
     what = ("Which parts of the observation move the mask: the mean absolute gradient of the keep-probability m "
             "with respect to each observation feature (a heatmap on the frame for image observations), over "
-            f"{episodes} unmasked episodes per agent played from the checkpoint.")
+            f"{episodes} unmasked episodes per agent (1 for image observations) played from the checkpoint.")
     if run is None:
         try:
             from explain.episodes import load_run
@@ -722,10 +773,13 @@ def _saliency_section(run_dir: Path, run, cfg, imgs: _Images, episodes: int) -> 
                                   f"({type(e).__name__}: {e})."))
     cfg = run.cfg
     env_name = cfg.env.name
+    first_seed = int(getattr(getattr(cfg, "explain", None), "first_seed", 0) or 0)   # explain's own episodes
     parts = []
     try:
+        image = bool(getattr(run.policies[0].nets, "image_shape", None))
         for agent in range(len(run.policies)):
-            g_all, g_crit, obs, m = saliency(run, agent, episodes)
+            # image observations: one episode (long, and a CNN per step), else `episodes`
+            g_all, g_crit, obs, m = saliency(run, agent, 1 if image else episodes, first_seed)
             shape = obs.shape[1:]
             if len(shape) >= 2 or (env_name == "connect4" and g_all.size == 84):
                 parts.append(_saliency_image(agent, g_all, obs, m, env_name, imgs))
@@ -746,39 +800,44 @@ def _saliency_section(run_dir: Path, run, cfg, imgs: _Images, episodes: int) -> 
             ax.legend(fontsize=7)
             ax.set_title(f"agent {agent}: observation saliency of the mask", fontsize=9)
             fig.tight_layout()
-            parts.append(f'<div class="agent"><h3>Agent {agent}</h3>{_img(imgs.save(fig, f"saliency-agent{agent}"), "saliency")}</div>')
+            src = imgs.save(fig, f"saliency-agent{agent}")
+            parts.append(f'<div class="agent"><h3>Agent {agent}</h3>{_img(src, "saliency")}</div>')
     except Exception as e:   # noqa: BLE001
         parts.append(_note(f"saliency failed: {type(e).__name__}: {e}"))
-    return _section("saliency", "Observation saliency", what, "\n".join(parts))
+    return _section("saliency", "Observation saliency", what, '<div class="agents">' + "\n".join(parts) + "</div>")
 
 
 def _saliency_image(agent: int, g: np.ndarray, obs: np.ndarray, m: np.ndarray, env_name: str, imgs: _Images) -> str:
     """A heatmap of mean |dm/dobs| laid over the observation of the agent's most critical step."""
     top = int(np.argmax(m))
-    if env_name == "connect4" and g.size == 84:
+    pieces = None
+    if env_name == "connect4" and g.size == 84:   # (6, 7, 2) planes: the mover's discs, the other's
         heat = g.reshape(6, 7, 2).sum(-1)
         planes = obs[top].reshape(6, 7, 2)
         base = np.full((6, 7, 3), [0.12, 0.3, 0.75])
         base[planes[..., 0] > 0] = [0.85, 0.15, 0.15]
         base[planes[..., 1] > 0] = [0.95, 0.85, 0.15]
+        pieces = planes
     else:
-        heat = g.reshape(g.shape)
-        frame = obs[top]
-        if heat.ndim == 3:   # channels last (H, W, C) when the last axis is small, else channels first
-            ch_last = heat.shape[-1] <= 4
-            heat = heat.sum(-1) if ch_last else heat.sum(0)
-            frame = frame if ch_last else np.moveaxis(frame, 0, -1)
-            frame = frame[..., :3] if frame.shape[-1] >= 3 else frame[..., 0]
+        heat = g
+        if heat.ndim == 3:   # channels first (C, H, W) unless the last axis is the small one (H, W, C)
+            heat = heat.sum(-1) if heat.shape[-1] <= 4 and heat.shape[0] > 4 else heat.sum(0)
         elif heat.ndim > 3:
             heat = heat.reshape(heat.shape[0], heat.shape[1], -1).sum(-1)
-            frame = frame.reshape(frame.shape[0], frame.shape[1], -1)[..., 0]
-        base = _norm01(np.asarray(frame, float))
+        base = _displayable(obs[top])
     fig = _figure(7.0, 3.0)
     ax1, ax2 = fig.subplots(1, 2)
     ax1.imshow(base, cmap="gray" if base.ndim == 2 else None, interpolation="nearest")
     ax1.set_title(f"observation at the highest-m step (m={m[top]:.2f})", fontsize=8)
-    ax2.imshow(base, cmap="gray" if base.ndim == 2 else None, interpolation="nearest")
-    im = ax2.imshow(heat, cmap="inferno", alpha=0.6, interpolation="nearest")
+    if pieces is None:
+        ax2.imshow(base, cmap="gray" if base.ndim == 2 else None, interpolation="nearest")
+        im = ax2.imshow(heat, cmap="inferno", alpha=0.6, interpolation="nearest")
+    else:   # a board: the heatmap alone, the discs of the highest-m state as rings
+        im = ax2.imshow(heat, cmap="inferno", interpolation="nearest")
+        for plane, colour in ((0, "#e03030"), (1, "#f2d21a")):
+            rr, cc = np.nonzero(pieces[..., plane] > 0)
+            ax2.scatter(cc, rr, s=110, facecolors="none", edgecolors=colour, linewidths=1.8)
+        ax1.set_title(f"highest-m state (m={m[top]:.2f}); red: the mover", fontsize=8)
     fig.colorbar(im, ax=ax2, fraction=0.046).ax.tick_params(labelsize=6)
     ax2.set_title("mean |dm/dobs| over the frame", fontsize=8)
     for ax in (ax1, ax2):
@@ -786,7 +845,8 @@ def _saliency_image(agent: int, g: np.ndarray, obs: np.ndarray, m: np.ndarray, e
         ax.set_yticks([])
     fig.suptitle(f"agent {agent}", fontsize=9)
     fig.tight_layout()
-    return f'<div class="agent"><h3>Agent {agent}</h3>{_img(imgs.save(fig, f"saliency-agent{agent}"), "saliency heatmap")}</div>'
+    src = imgs.save(fig, f"saliency-agent{agent}")
+    return f'<div class="agent"><h3>Agent {agent}</h3>{_img(src, "saliency heatmap")}</div>'
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -809,6 +869,7 @@ p.note{background:#fff8e1;border-left:3px solid #f0b400;padding:6px 10px;font-si
 p.legend{font-size:12px;color:#444}
 .sw{display:inline-block;width:12px;height:12px;border-radius:2px;margin:0 4px 0 10px;vertical-align:middle}
 img.plot{max-width:100%;display:block;margin:6px 0}
+div.agents{display:flex;flex-wrap:wrap;gap:0 28px}
 .cards{display:flex;flex-wrap:wrap;gap:10px}
 figure.card{margin:0;border:1px solid #e1e4e8;border-radius:4px;padding:6px;background:#fafbfc;max-width:360px}
 figure.card img{display:block;max-width:340px;margin:0 auto 4px}
@@ -818,6 +879,7 @@ table{border-collapse:collapse;font-size:12px;margin:8px 0}
 th,td{border:1px solid #dde;padding:3px 8px;text-align:right}
 th{background:#eef1f5}td:first-child,th:first-child{text-align:left}
 details summary{cursor:pointer;font-size:13px;color:#1f4e9a}
+span.sub{color:#777;font-size:11px}
 footer{font-size:11px;color:#888;padding:0 32px 20px}
 """
 
@@ -831,10 +893,12 @@ if(document.readyState==='complete'){mark();}else{window.addEventListener('load'
 
 
 def write_report(run_dir: str | Path, run=None, *, episodes_shown: int = 3, saliency_episodes: int = 4,
-                 top_states: int = 6) -> Path:
+                 top_states: int | None = None) -> Path:
     """Write RUN_DIR/report/index.html (and its pictures under report/img/) from the files in RUN_DIR/report/.
     `run`: an already loaded TrainedRun (explain.episodes.load_run) for the saliency section; loaded from the
-    run's checkpoint when None. Returns the page's path."""
+    run's checkpoint when None. `episodes_shown`: episodes per agent plotted step by step; `saliency_episodes`:
+    unmasked episodes per agent played for the saliency; `top_states`: critical states per agent shown
+    (default: the config's explain.top_states, else 10). Returns the page's path."""
     run_dir = Path(run_dir)
     report_dir = run_dir / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -856,6 +920,10 @@ def write_report(run_dir: str | Path, run=None, *, episodes_shown: int = 3, sali
     metrics, miss_met = maybe("metrics.json", lambda p: json.loads(p.read_text()))
     compare_md, _ = maybe("compare.md", lambda p: p.read_text())
     compare_csv, _ = maybe("compare.csv", lambda p: list(csv.reader(p.open(newline=""))))
+    summary, _ = maybe("summary.json", lambda p: json.loads(p.read_text()))
+    summary = summary if isinstance(summary, dict) else {}
+    if top_states is None:
+        top_states = int(getattr(getattr(cfg, "explain", None), "top_states", 10) or 10)
     if metrics is not None and not isinstance(metrics, dict):
         metrics, miss_met = None, "metrics.json is not a mapping of method to metrics."
 
@@ -863,7 +931,7 @@ def write_report(run_dir: str | Path, run=None, *, episodes_shown: int = 3, sali
         _importance_section(traces, fid, imgs, episodes_shown, miss_imp),
         _critical_section(states, report_dir, cfg, imgs, top_states, miss_cs),
         _fidelity_section(fid, imgs, miss_fid),
-        _comparison_section(metrics, compare_md, compare_csv, miss_met),
+        _comparison_section(metrics, compare_md, compare_csv, miss_met, summary.get("errors") or {}),
         _precision_section(traces, imgs),
         _saliency_section(run_dir, run, cfg, imgs, saliency_episodes),
     ]
@@ -874,7 +942,8 @@ def write_report(run_dir: str | Path, run=None, *, episodes_shown: int = 3, sali
         str(len({t.agent for t in traces})) if traces else "unknown")
     methods = sorted({t.method for t in traces}, key=_method_key) if traces else []
     n_eps = len({(t.agent, t.episode) for t in traces}) if traces else 0
-    info = [("run", name), ("env", env), ("agents", agents), ("checkpoint version", _checkpoint_version(run_dir, run)),
+    version = str(summary.get("checkpoint_version", _checkpoint_version(run_dir, run)))
+    info = [("run", name), ("env", env), ("agents", agents), ("checkpoint version", version),
             ("methods", ", ".join(methods) or "none"), ("episodes (agent x episode)", str(n_eps)),
             ("date", _dt.datetime.now().strftime("%Y-%m-%d %H:%M"))]
     head = "".join(f"<div><dt>{_e(k)}</dt><dd>{_e(v)}</dd></div>" for k, v in info)
@@ -884,8 +953,8 @@ def write_report(run_dir: str | Path, run=None, *, episodes_shown: int = 3, sali
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>\n'
             f'<body><header><h1>MAGIC-MASK report: {_e(name)}</h1><dl>{head}</dl></header>\n<nav>{nav}</nav>\n'
             f'<main>\n' + "\n".join(sections) + '\n</main>\n'
-            f'<footer>Written by explain/report.py from {_e(str(report_dir))}; pictures in img/ and frames/ beside this '
-            f'page.</footer>\n{BROKEN_IMAGES_SCRIPT}\n</body></html>\n')
+            '<footer>Written by explain/report.py; the pictures are in img/ and frames/ beside this page.</footer>\n'
+            f'{BROKEN_IMAGES_SCRIPT}\n</body></html>\n')
     out = report_dir / "index.html"
     tmp = report_dir / ".index.html.tmp"
     tmp.write_text(page, encoding="utf-8")

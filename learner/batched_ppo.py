@@ -172,7 +172,7 @@ class BatchedPPO:
             want = (n, E) if k.startswith("boot_") else (n, T, E)
             if tuple(batch[k].shape[:len(want)]) != want:
                 raise ValueError(f"batch array {k!r} has shape {tuple(batch[k].shape)}, expected {want}+...")
-        dt = self.nets.policy[0].weight.dtype
+        dt = self.nets.dtype
         b = {k: v.to(self.device) for k, v in batch.items()}
         f = {k: b[k].to(dt) for k in ("rewards", "values", "mask_values", "final_values", "final_mask_values",
                                       "boot_values", "boot_mask_values", "logp_mu", "m", "eps")}

@@ -67,23 +67,89 @@ class StackedMLP(nn.Sequential):
         return x
 
 
+class StackedConv2d(nn.Module):
+    """N independent conv layers run as one grouped convolution: weight [N, out, in, k, k]; the agents'
+    channels are laid side by side, x[B, N*in, H, W] -> [B, N*out, H', W'] with groups = N."""
+
+    def __init__(self, n_agents: int, in_ch: int, out_ch: int, kernel: int, stride: int, generator=None):
+        super().__init__()
+        self.stride = stride
+        self.weight = nn.Parameter(torch.empty(n_agents, out_ch, in_ch, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(n_agents, out_ch))
+        with torch.no_grad():
+            for i in range(n_agents):
+                nn.init.orthogonal_(self.weight[i], math.sqrt(2), generator=generator)
+
+    def forward(self, x: torch.Tensor, sel=slice(None)) -> torch.Tensor:
+        w, b = self.weight[sel], self.bias[sel]
+        return nn.functional.conv2d(x, w.reshape(-1, *w.shape[2:]), b.reshape(-1), self.stride, groups=w.shape[0])
+
+
+class StackedNatureCNN(nn.Module):
+    """The Nature-DQN torso (Mnih et al. 2015; CleanRL's ppo_atari): 32x8x8/4, 64x4x4/2, 64x3x3/1, FC 512,
+    ReLU, pixels scaled by 1/255; stacked over agents. x[N, B, C, 84, 84] -> [N, B, 512]."""
+
+    def __init__(self, n_agents: int, in_ch: int, hw: tuple[int, int], generator=None):
+        super().__init__()
+        self.convs = nn.ModuleList([StackedConv2d(n_agents, in_ch, 32, 8, 4, generator),
+                                    StackedConv2d(n_agents, 32, 64, 4, 2, generator),
+                                    StackedConv2d(n_agents, 64, 64, 3, 1, generator)])
+        h, w = hw
+        for k, s_ in ((8, 4), (4, 2), (3, 1)):
+            h, w = (h - k) // s_ + 1, (w - k) // s_ + 1
+        self.fc = StackedLinear(n_agents, 64 * h * w, 512, math.sqrt(2), generator=generator)
+
+    def forward(self, x: torch.Tensor, sel=slice(None)) -> torch.Tensor:
+        n, b = x.shape[:2]
+        y = x.transpose(0, 1).reshape(b, n * x.shape[2], *x.shape[3:]) / 255.0  # agents' channels side by side
+        for conv in self.convs:
+            y = torch.relu(conv(y, sel))
+        y = y.reshape(b, n, -1).transpose(0, 1)                                   # back to [N, B, features]
+        return torch.relu(self.fc(y, sel))
+
+
 class AgentNets(nn.Module):
+    """Per agent: policy, value, mask and mask value. Flat observations use four separate MLPs; image
+    observations (`image_shape` = (C, H, W)) use two Nature-CNN torsos, one shared by the policy and its
+    critic (as in CleanRL's ppo_atari) and one by the mask and its critic, with linear heads."""
+
     def __init__(self, n_agents: int, obs_dim: int, n_actions: int, hidden: int = 64,
-                 mask_init_bias: float = 0.0, seed: int | None = None):
+                 mask_init_bias: float = 0.0, seed: int | None = None, image_shape: tuple | None = None):
         super().__init__()
         self.n_agents, self.obs_dim, self.n_actions, self.hidden = n_agents, obs_dim, n_actions, hidden
+        self.image_shape = tuple(image_shape) if image_shape else None
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        if self.image_shape:
+            c, h, w = self.image_shape
+            self.torso = StackedNatureCNN(n_agents, c, (h, w), gen)
+            self.mask_torso = StackedNatureCNN(n_agents, c, (h, w), gen)
+            self.policy = StackedLinear(n_agents, 512, n_actions, 0.01, generator=gen)
+            self.value = StackedLinear(n_agents, 512, 1, 1.0, generator=gen)
+            self.mask = StackedLinear(n_agents, 512, 1, 0.01, mask_init_bias, generator=gen)
+            self.mask_value = StackedLinear(n_agents, 512, 1, 1.0, generator=gen)
+            return
         self.policy = StackedMLP(n_agents, obs_dim, hidden, n_actions, 0.01, generator=gen)
         self.value = StackedMLP(n_agents, obs_dim, hidden, 1, 1.0, generator=gen)
         self.mask = StackedMLP(n_agents, obs_dim, hidden, 1, 0.01, mask_init_bias, generator=gen)
         self.mask_value = StackedMLP(n_agents, obs_dim, hidden, 1, 1.0, generator=gen)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.value.weight.dtype if self.image_shape else self.value[0].weight.dtype
 
     def forward(self, obs: torch.Tensor, sel=slice(None)):
         """obs[N, B, *obs] of any numeric dtype -> logits[N,B,A], value[N,B], mask_logit[N,B], mask_value[N,B].
 
         `sel` (a slice or an index tensor of agent ids) runs only those agents' slices; obs then has
         len(sel) on its first axis. Gradients reach only the selected slices."""
-        x = obs.reshape(*obs.shape[:2], -1).to(self.policy[0].weight.dtype)
+        if self.image_shape:
+            if tuple(obs.shape[2:]) != self.image_shape:
+                raise ValueError(f"observation shape {tuple(obs.shape[2:])}, the nets expect {self.image_shape}")
+            x = obs.to(self.dtype)
+            h, hm = self.torso(x, sel), self.mask_torso(x, sel)
+            return (self.policy(h, sel), self.value(h, sel).squeeze(-1),
+                    self.mask(hm, sel).squeeze(-1), self.mask_value(hm, sel).squeeze(-1))
+        x = obs.reshape(*obs.shape[:2], -1).to(self.dtype)
         if x.shape[-1] != self.obs_dim:
             raise ValueError(f"observation has {x.shape[-1]} features once flattened, the nets expect {self.obs_dim}")
         return (self.policy(x, sel), self.value(x, sel).squeeze(-1),
@@ -119,3 +185,9 @@ class AgentNets(nn.Module):
         with torch.no_grad():
             for name, p in params.items():
                 p[i].copy_(torch.from_numpy(np.array(arrays[name])))  # a copy: received buffers are read-only
+
+
+def nets_for(spec, hidden: int, n_agents: int, mask_init_bias: float = 0.0, seed: int | None = None) -> AgentNets:
+    """The networks an environment needs: a CNN for (C, H, W) image observations, MLPs otherwise."""
+    image = tuple(spec.obs_shape) if len(spec.obs_shape) == 3 else None
+    return AgentNets(n_agents, spec.obs_dim, spec.n_actions, hidden, mask_init_bias, seed, image_shape=image)

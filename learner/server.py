@@ -32,12 +32,13 @@ from prometheus_client import Counter, Gauge, start_http_server
 
 from learner import checkpoint
 from learner.batched_ppo import BatchedPPO
-from learner.networks import AgentNets
+from learner.networks import nets_for
 from protocol import messages as M
 from protocol.codec import Sender
 from protocol.config import Config
 from protocol.drops import DropLog
 from protocol.envspec import EnvSpec
+from protocol.security import for_process, release
 from protocol.transport import make_socket, receive, tcp
 
 log = logging.getLogger("learner")
@@ -69,8 +70,7 @@ class Learner:
         self.device = resolve_device(cfg.learner.device)
         self.n = cfg.run.agents
         torch.manual_seed(cfg.run.seed)
-        self.nets = AgentNets(self.n, spec.obs_dim, spec.n_actions, cfg.ppo.hidden,
-                              mask_init_bias=cfg.mask.init_bias, seed=cfg.run.seed).to(self.device)
+        self.nets = nets_for(spec, cfg.ppo.hidden, self.n, cfg.mask.init_bias, seed=cfg.run.seed).to(self.device)
         self.ppo = BatchedPPO(self.nets, cfg.ppo, cfg.mask, self.device)
         self.version = 0
         self.consumed = np.zeros(self.n, np.int64)       # env steps trained on, per agent
@@ -114,16 +114,18 @@ class Learner:
     # ---------------- sockets ----------------
     def bind(self) -> None:
         cfg, ctx = self.cfg, zmq.Context.instance()
-        self.frag_sock = make_socket(ctx, zmq.PULL, hwm=cfg.learner.fragment_queue, max_bytes=self.max_bytes)
+        curve = for_process(cfg, "learner").server()  # None without security.keys_dir
+        self.frag_sock = make_socket(ctx, zmq.PULL, hwm=cfg.learner.fragment_queue, max_bytes=self.max_bytes, curve=curve)
         self.frag_sock.bind(tcp(cfg.net.host, cfg.net.learner_fragments_port))
-        self.pub = make_socket(ctx, zmq.PUB, hwm=100)
+        self.pub = make_socket(ctx, zmq.PUB, hwm=100, curve=curve)
         self.pub.bind(tcp(cfg.net.host, cfg.net.learner_weights_port))
-        self.router = make_socket(ctx, zmq.ROUTER, max_bytes=self.max_bytes)
+        self.router = make_socket(ctx, zmq.ROUTER, max_bytes=self.max_bytes, curve=curve)
         self.router.bind(tcp(cfg.net.host, cfg.net.learner_router_port))
 
     def close(self) -> None:
         for s in (self.frag_sock, self.pub, self.router):
             s.close(linger=0)
+        release(self.frag_sock.context)  # stop the CURVE authenticator, if any
 
     def weights_frames(self, agent: int) -> list:
         arrays = self.nets.agent_state(agent)

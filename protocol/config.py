@@ -168,8 +168,24 @@ class NetConfig:
     broker_router_port: int = opt(5560, "Broker ROUTER port: current snapshot on request.", ge=1, le=65535)
     metrics_host: str = opt("127.0.0.1", "Address of every Prometheus metrics endpoint.")
     metrics_port: int = opt(9400, "Broker metrics port; the learner uses +1 and actor i uses +2+i (0: off).", ge=0, le=65535)
+    actor_metrics_port: int = opt(
+        0, "Metrics port of every actor, whatever its agent id (pods: each actor is alone in its pod, so all use "
+        "one port); 0: net.metrics_port + 2 + agent id.", ge=0, le=65535)
     max_message_mb: float = opt(64.0, "Messages larger than this are refused by every receiver.", gt=0.0)
     heartbeat_s: float = opt(1.0, "Heartbeat interval of every process.", gt=0.0)
+    insecure: bool = opt(
+        False, "Allow binding to a non-loopback net.host without CURVE keys (security.keys_dir empty): traffic is "
+        "then neither authenticated nor encrypted. Without it such a config is refused.")
+
+
+@dataclass
+class SecurityConfig:
+    keys_dir: str = opt(
+        "", "CURVE keys folder made by `magicmask keys generate DIR` (public_keys/ = the allow-list of clients, "
+        "private_keys/<name>.key_secret = each process's key pair). Empty: no authentication or encryption.")
+    key_name: str = opt(
+        "", "This process's key pair in private_keys/ (empty: broker, learner or actor-<agent id>). Set per "
+        "process with --set when one config is shared.")
 
 
 @dataclass
@@ -197,6 +213,7 @@ class Config:
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     comm: CommConfig = field(default_factory=CommConfig)
     net: NetConfig = field(default_factory=NetConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
 
     # ---- derived values, computed here once so every process agrees ----
@@ -210,6 +227,8 @@ class Config:
         """Port of a process's metrics endpoint (0: metrics off)."""
         if self.net.metrics_port == 0:
             return 0
+        if role == "actor" and self.net.actor_metrics_port:
+            return self.net.actor_metrics_port
         return self.net.metrics_port + {"broker": 0, "learner": 1, "actor": 2 + agent}[role]
 
     def to_dict(self) -> dict:
@@ -314,7 +333,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(
             f"ppo.minibatches={cfg.ppo.minibatches} must divide actor.fragment_len*env.copies="
             f"{cfg.actor.fragment_len * cfg.env.copies}")
-    ports = {k: v for k, v in dataclasses.asdict(cfg.net).items() if k.endswith("_port") and k != "metrics_port"}
+    ports = {k: v for k, v in dataclasses.asdict(cfg.net).items() if k.endswith("_port") and not k.endswith("metrics_port")}
     if len(set(ports.values())) != len(ports):
         raise ConfigError(f"net ports must differ, got {ports}")
     if cfg.net.metrics_port:
@@ -323,6 +342,10 @@ def validate(cfg: Config) -> Config:
         if clash or used.stop - 1 > 65535:
             raise ConfigError(f"net.metrics_port={cfg.net.metrics_port}: its range {used.start}-{used.stop - 1} "
                               f"(broker, learner, one per agent) overlaps {clash or 'the port limit 65535'}")
+    if cfg.net.metrics_port and cfg.net.actor_metrics_port in {*ports.values(), *used[:2]}:  # 0 is never in
+        raise ConfigError(f"net.actor_metrics_port={cfg.net.actor_metrics_port}: clashes with another net port")
+    from protocol.security import check_config  # local: security imports config's error type
+    check_config(cfg)
     if cfg.comm.topology == "explicit":
         for r, srcs in cfg.comm.adjacency.items():
             ids = [r, *srcs] if isinstance(srcs, list) else None

@@ -3,6 +3,7 @@ shutdown (linger 0), and `receive`, which decodes, validates and counts drops in
 malformed message never crashes a process."""
 from __future__ import annotations
 
+import socket
 from typing import Iterable
 
 import zmq
@@ -16,8 +17,12 @@ def tcp(host: str, port: int) -> str:
     return f"tcp://{host}:{port}"
 
 
-def make_socket(ctx: zmq.Context, kind: int, *, hwm: int = 1000, max_bytes: int | None = None) -> zmq.Socket:
+def make_socket(ctx: zmq.Context, kind: int, *, hwm: int = 1000, max_bytes: int | None = None,
+                curve=None) -> zmq.Socket:
     """A socket with linger 0 (ctx.term() never hangs) and the high-water marks set.
+
+    `curve`: a protocol.security.SocketSecurity (from `for_process(cfg, role).server()` or `.client(peer)`)
+    to authenticate and encrypt the socket with CURVE; None: plain ZeroMQ (security.keys_dir empty).
 
     At the high-water mark ZeroMQ's PUB and ROUTER drop and PUSH and DEALER block (the guide's rule): that
     is the full-queue rule of every pipe in the system, chosen per socket type by the caller.
@@ -30,6 +35,8 @@ def make_socket(ctx: zmq.Context, kind: int, *, hwm: int = 1000, max_bytes: int 
         # Hard guard against memory exhaustion: libzmq disconnects a peer that sends a frame over it.
         # The message limit itself is checked (and the drop counted) by `receive`, below twice this size.
         s.setsockopt(zmq.MAXMSGSIZE, int(2 * max_bytes))
+    if curve is not None:
+        curve.apply(s)
     return s
 
 
@@ -40,7 +47,10 @@ def receive(sock: zmq.Socket, name: str, drops: DropLog, max_bytes: int, context
     With `topic` the first frame (a PUB topic) is stripped; with `identity` (ROUTER) the routing id is
     returned as well: (identity, Message | None). Every failure is dropped and counted under `name`.
     """
-    frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+    try:
+        frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+    except zmq.Again:  # a CURVE socket can poll readable before its message is whole: nothing to read yet
+        return (None, None) if identity else None
     ident = None
     if identity:
         ident, frames = frames[0].bytes, frames[1:]
@@ -52,3 +62,18 @@ def receive(sock: zmq.Socket, name: str, drops: DropLog, max_bytes: int, context
         drops.drop(name, e.cause, str(e))
         msg = None
     return (ident, msg) if identity else msg
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """n distinct free TCP ports on `host`, for runs that must not collide (tests, sweeps, benchmarks):
+    all n are held open until every one is picked, so they differ."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()

@@ -19,7 +19,7 @@ import torch
 from actors.envs import make_env
 from actors.evaluation import play_episode, precision_at_k
 from learner import checkpoint
-from learner.networks import AgentNets
+from learner.networks import nets_for
 from protocol import config as C
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,9 +48,9 @@ def greedy_eval(run_dir, agent, episodes=20):
     cfg = C.load(run_dir / "config.yaml", environ={})
     st = checkpoint.load(checkpoint.latest(run_dir / "checkpoints"))
     env = make_env(cfg, agent, 0)
-    nets = AgentNets(cfg.run.agents, env.spec.obs_dim, env.spec.n_actions, cfg.ppo.hidden)
+    nets = nets_for(env.spec, cfg.ppo.hidden, cfg.run.agents)
     nets.load_state_dict(st["nets"])
-    one = AgentNets(1, env.spec.obs_dim, env.spec.n_actions, cfg.ppo.hidden)
+    one = nets_for(env.spec, cfg.ppo.hidden, 1)
     one.load_agent_state(0, nets.agent_state(agent))
 
     @torch.no_grad()

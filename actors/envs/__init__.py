@@ -19,8 +19,19 @@ def _connect4(cfg: Config, agent_id: int, kwargs: dict) -> AgentEnv:
     return Connect4Env(agent_id, cfg.run.agents, max_episode_steps=cfg.env.max_episode_steps, **kwargs)
 
 
+def _highway(cfg: Config, agent_id: int, kwargs: dict) -> AgentEnv:
+    from actors.envs.highway import HighwayAgentEnv
+    return HighwayAgentEnv(agent_id, cfg.run.agents, max_episode_steps=cfg.env.max_episode_steps, **kwargs)
+
+
 # name -> (builder, the class whose constructor takes env.kwargs, for error messages)
-_BUILTIN = {"gates": (_gates, "actors.envs.gates:GatesEnv"), "connect4": (_connect4, "actors.envs.connect4:Connect4Env")}
+def _pong(cfg: Config, agent_id: int, kwargs: dict) -> AgentEnv:
+    from actors.envs.pong import PongEnv
+    return PongEnv(agent_id, cfg.run.agents, max_episode_steps=cfg.env.max_episode_steps, **kwargs)
+
+
+_BUILTIN = {"gates": (_gates, "actors.envs.gates:GatesEnv"), "connect4": (_connect4, "actors.envs.connect4:Connect4Env"),
+            "highway": (_highway, "actors.envs.highway:HighwayAgentEnv"), "pong": (_pong, "actors.envs.pong:PongEnv")}
 RESERVED_KWARGS = ("agent_id", "n_agents", "max_episode_steps")
 
 
