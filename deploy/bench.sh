@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# Benchmarks (not tests): collection steps/s vs. the random-action ceiling, learner updates/s batched vs.
-# a per-agent loop. Paste the output, with the machine line, into docs/BENCHMARKS.md.
+# Benchmarks (not tests), one after the other on the same cores: collection steps/s vs. the random-action
+# ceiling and learner updates/s batched vs. a per-agent loop (deploy/bench.py), then highway-env plain vs.
+# our adapter (deploy/bench_highway.py). Paste the output, with the machine line, into docs/BENCHMARKS.md.
 set -euo pipefail
 source "$(cd "$(dirname "$0")" && pwd)/bootstrap.sh"
-exec python deploy/bench.py "$@"
+python deploy/bench.py "$@"
+echo
+echo "## highway-env, 4 controlled vehicles, one core"
+echo '```'
+python deploy/bench_highway.py --agents 4 --seconds 30 --rounds 3
+echo '```'
