@@ -1,7 +1,7 @@
 """Benchmarks (not tests): run by deploy/bench.sh, results go to docs/BENCHMARKS.md by hand with the machine.
 
 1. Collection: one real actor process (4 env copies, masked action selection, reports, fragments) against
-   a learner that only receives, vs. the same env copies stepped with random legal actions and nothing
+   a learner that only receives (and returns the flow-control credit at once), vs. the same env copies stepped with random legal actions and nothing
    around them (the ceiling); their ratio.
 2. Learner: updates/s of N agents in one batched update vs. a Python loop of N single-agent updates.
 """
@@ -76,7 +76,9 @@ def collection(env: str, preset: str, seconds: float) -> tuple[float, float]:
     router = make_socket(ctx, zmq.ROUTER)
     router.bind(tcp("127.0.0.1", cfg.net.learner_router_port))
     sender = Sender(-1)
-    weights = sender.pack(M.WEIGHTS, {"target": 0}, nets.agent_state(0), policy_version=0)
+    state = nets.agent_state(0)
+    weights = sender.pack(M.WEIGHTS, {"target": 0}, state, policy_version=0)
+    received = 0
     with tempfile.TemporaryDirectory() as d:
         cmd = [sys.executable, "-m", "explain.cli", "actor", "--agent", "0", "--config", str(ROOT / "deploy/configs" / preset),
                "--run-dir", d, *sum([["--set", o] for o in overrides], [])]
@@ -93,7 +95,11 @@ def collection(env: str, preset: str, seconds: float) -> tuple[float, float]:
                     ident = router.recv_multipart()[0]
                     router.send_multipart([ident, *weights])
                 if pull in ev:
-                    decode(pull.recv_multipart(copy=False), 1 << 30)
+                    frag = decode(pull.recv_multipart(copy=False), 1 << 30)
+                    received += 1  # give the credit back at once, as a learner that trains instantly would
+                    pub.send_multipart([b"w/0", *sender.pack(
+                        M.WEIGHTS, {"target": 0, "incarnation": frag.incarnation, "fragments": received},
+                        state, policy_version=received)])
                     if t_first is None:
                         t_first = time.perf_counter()  # measure from the first fragment: start-up excluded
                     else:
