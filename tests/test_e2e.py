@@ -206,3 +206,21 @@ def test_broker_death_stops_the_run_with_its_log_tail(tmp_path, free_ports):
     assert "broker exited with code -9; the run stops. Last lines of" in err and "broker.log" in err
     left = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True).stdout.split()
     assert not left, f"orphans left: {left}"
+
+
+@pytest.mark.parametrize("preset,overrides", [
+    ("highway.yaml", ["run.agents=2", "run.total_steps=256", "actor.fragment_len=32", "env.eval_every=0"]),
+    pytest.param("pong.yaml", ["run.agents=1", "run.total_steps=512", "actor.fragment_len=32", "env.eval_every=0"],
+                 marks=pytest.mark.slow),
+])
+def test_short_real_run_per_environment(tmp_path, free_ports, preset, overrides):
+    """Issue #4's smoke run: the environment trains through the real processes and writes its outputs."""
+    run_dir = tmp_path / preset.split(".")[0]
+    res = subprocess.run(run_cmd(run_dir, preset, [*overrides, "run.progress=false", *net_overrides(free_ports(7))]),
+                         cwd=ROOT, capture_output=True, text=True, timeout=420)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    r = rows(run_dir)
+    assert r and all(a["env_steps"] > 0 for a in r[-1]["agents"].values())
+    assert checkpoint.latest(run_dir / "checkpoints") is not None
+    for log in (run_dir / "logs").glob("*.log"):
+        assert "Traceback" not in log.read_text(), log.name
