@@ -1,11 +1,28 @@
 """The actor process of one agent: E env copies, masked action selection, fragments to the learner,
 critical reports to the broker, peer guidance from the broker's latest snapshot.
 
-Sockets (DESIGN.md): PUSH fragments -> learner (a full pipe blocks: training data is never dropped),
+Sockets (DESIGN.md): PUSH fragments -> learner (a full pipe blocks while the learner is alive; see Liveness),
 SUB weights <- learner (topic per agent, last-value semantics), DEALER -> learner ROUTER for the current
 weights at start, PUSH reports -> broker, SUB snapshots <- broker (topic "snap/<agent>"), DEALER -> broker
 ROUTER for the current snapshot at start (the Clone pattern: subscribe first, then ask for state, then
 ignore stream messages whose sequence number is not newer).
+
+Liveness (the ZeroMQ guide's Paranoid Pirate rule): both SUB sockets also take topic b"hb", the
+Heartbeat the learner and the broker publish every `net.heartbeat_s`; any message from a peer counts as a
+heartbeat, and a peer not heard for 3 intervals is silent (logged once when it goes silent and once when
+it returns; gauge `magicmask_actor_peer_silence_seconds{peer}`).
+- Broker silent: the last snapshot stays in use, `magicmask_actor_snapshot_stale` = 1. When the broker is
+  heard again (or with a new incarnation) the actor asks its ROUTER for the current snapshot (Clone
+  pattern); a snapshot from a new broker incarnation is applied whatever its seq (a restarted broker counts
+  from 1 again).
+- Learner silent: the actor keeps acting with its last weights. Fragments go into a local queue bounded by
+  `actor.offline_queue`; when it is full the OLDEST fragment is dropped and counted
+  (`magicmask_actor_fragments_dropped{cause="offline_queue"}`). Nothing is sent to a silent learner. When
+  the learner is heard again the queue is sent oldest first, within credit. While the learner is alive the
+  actor collects only with credit and an empty queue (a full pipe blocks it: back-pressure, no drops).
+- A new learner incarnation (a restart) counts trained fragments from zero: the actor resets its credit
+  counters (sent/trained) and its record of weight versions, so the new learner's weights are taken.
+No wait blocks for ever: every loop polls at most 200 ms and checks stop.
 """
 from __future__ import annotations
 
@@ -13,6 +30,7 @@ import logging
 import os
 import signal
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +60,13 @@ SNAP_SEQ = Gauge("magicmask_actor_snapshot_seq", "Sequence number of the latest 
 SNAP_GAPS = Counter("magicmask_actor_snapshot_gaps", "Snapshots missed (sequence-number gaps)", ["agent"])
 SNAP_AGE = Gauge("magicmask_actor_snapshot_delay_seconds", "Delivery delay of the latest snapshot", ["agent"])
 POLICY_VERSION = Gauge("magicmask_actor_policy_version", "Policy version in use", ["agent"])
+SILENCE = Gauge("magicmask_actor_peer_silence_seconds", "Seconds since the peer (learner, broker) was last heard",
+                ["agent", "peer"])
+SNAP_STALE = Gauge("magicmask_actor_snapshot_stale",
+                   "1 while the broker is silent (> 3 heartbeat intervals): the snapshot in use is stale", ["agent"])
+LEARNER_SILENT = Gauge("magicmask_actor_learner_silent", "1 while the learner is silent (> 3 heartbeat intervals)", ["agent"])
+FRAG_DROPPED = Counter("magicmask_actor_fragments_dropped", "Fragments dropped by the actor", ["agent", "cause"])
+QUEUED = Gauge("magicmask_actor_fragment_queue", "Fragments waiting in the actor's local queue", ["agent"])
 GUIDED = Counter("magicmask_actor_guided_steps", "Steps left unperturbed because a peer marked them critical", ["agent"])
 
 
@@ -107,6 +132,14 @@ class Actor:
         self.stopped = False
         self.sent = 0              # fragments sent by this incarnation
         self.trained = 0           # ... of which the learner has trained on (credit-based flow control)
+        self.queue: deque = deque()  # packed fragments not yet sent (bounded by actor.offline_queue)
+        self.dropped = 0           # fragments dropped from a full queue
+        self.snap_inc = None       # broker incarnation of the snapshot in use
+        self.silent_after = 3 * cfg.net.heartbeat_s
+        now = time.monotonic()
+        self.last_heard = {"learner": now, "broker": now}
+        self.alive = {"learner": True, "broker": True}
+        self.peer_inc: dict[str, int | None] = {"learner": None, "broker": None}
 
     # ---------------- sockets ----------------
     def connect(self) -> None:
@@ -120,6 +153,7 @@ class Actor:
         self.weights_sock = make_socket(ctx, zmq.SUB, max_bytes=self.max_bytes, curve=lc)
         self.weights_sock.setsockopt(zmq.SUBSCRIBE, b"w/")
         self.weights_sock.setsockopt(zmq.SUBSCRIBE, b"stop")
+        self.weights_sock.setsockopt(zmq.SUBSCRIBE, b"hb")
         self.weights_sock.connect(tcp(la, cfg.net.learner_weights_port))
         self.learner_req = make_socket(ctx, zmq.DEALER, max_bytes=self.max_bytes, curve=lc)
         self.learner_req.connect(tcp(la, cfg.net.learner_router_port))
@@ -127,6 +161,7 @@ class Actor:
         self.report_sock.connect(tcp(ba, cfg.net.broker_reports_port))
         self.snap_sock = make_socket(ctx, zmq.SUB, max_bytes=self.max_bytes, curve=bc)
         self.snap_sock.setsockopt(zmq.SUBSCRIBE, b"snap/%d" % self.agent)
+        self.snap_sock.setsockopt(zmq.SUBSCRIBE, b"hb")
         self.snap_sock.connect(tcp(ba, cfg.net.broker_snapshots_port))
         self.broker_req = make_socket(ctx, zmq.DEALER, max_bytes=self.max_bytes, curve=bc)
         self.broker_req.connect(tcp(ba, cfg.net.broker_router_port))
@@ -144,14 +179,61 @@ class Actor:
         self.learner_req.send_multipart(self.sender.pack(M.HEARTBEAT, {**hb, "want": "weights"}))
         self.broker_req.send_multipart(self.sender.pack(M.HEARTBEAT, {**hb, "want": "snapshot"}))
 
+    def request_snapshot(self) -> None:
+        self.broker_req.send_multipart(self.sender.pack(M.HEARTBEAT, {"role": "actor", "want": "snapshot"}),
+                                       flags=zmq.NOBLOCK)
+
+    def heard(self, peer: str, incarnation: int) -> None:
+        """Any message from a peer is a heartbeat: note it, notice a return and a new incarnation."""
+        self.last_heard[peer] = time.monotonic()
+        old = self.peer_inc[peer]
+        self.peer_inc[peer] = incarnation
+        restarted = old is not None and old != incarnation
+        if restarted:
+            log.warning("agent %d: the %s restarted (incarnation %x -> %x)", self.agent, peer, old, incarnation)
+            if peer == "learner":  # the new learner counts trained fragments from zero, and versions anew
+                self.sent = self.trained = 0
+                self.peers.versions.clear()
+        returned = not self.alive[peer]
+        if returned:
+            self.alive[peer] = True
+            log.warning("agent %d: the %s is heard again", self.agent, peer)
+        if peer == "broker" and (restarted or returned):
+            SNAP_STALE.labels(self.agent).set(0)
+            try:
+                self.request_snapshot()  # Clone pattern: ask for the current state on return
+            except zmq.Again:
+                pass
+        self.check_liveness()
+
+    def silence(self, peer: str) -> float:
+        return time.monotonic() - self.last_heard[peer]
+
+    def check_liveness(self) -> None:
+        for peer in ("learner", "broker"):
+            quiet = self.silence(peer)
+            SILENCE.labels(self.agent, peer).set(quiet)
+            if quiet > self.silent_after and self.alive[peer]:
+                self.alive[peer] = False
+                log.warning("agent %d: the %s is silent (nothing for %.1fs > 3 x net.heartbeat_s)%s", self.agent,
+                            peer, quiet, "; acting on the last weights, queueing fragments" if peer == "learner"
+                            else "; the snapshot in use is stale")
+            if peer == "broker":
+                SNAP_STALE.labels(self.agent).set(0 if self.alive[peer] else 1)
+            else:
+                LEARNER_SILENT.labels(self.agent).set(0 if self.alive[peer] else 1)
+
     def poll(self, timeout_ms: int = 0) -> None:
         """Apply every pending weights, snapshot and stop message; never blocks longer than timeout_ms."""
         events = dict(self.poller.poll(timeout_ms))
         for sock in (self.weights_sock, self.learner_req):
             while sock in events and sock.poll(0):
-                msg = receive(sock, "weights", self.drops, self.max_bytes, kinds=(M.WEIGHTS, M.STOP),
+                msg = receive(sock, "weights", self.drops, self.max_bytes, kinds=(M.WEIGHTS, M.STOP, M.HEARTBEAT),
                               topic=sock is self.weights_sock)
                 if msg is None:
+                    continue
+                self.heard("learner", msg.incarnation)
+                if msg.kind == M.HEARTBEAT:
                     continue
                 if msg.kind == M.STOP:
                     log.info("stop received from the learner: %s", msg.body.get("reason"))
@@ -160,10 +242,14 @@ class Actor:
                 self.on_weights(msg)
         for sock in (self.snap_sock, self.broker_req):
             while sock in events and sock.poll(0):
-                msg = receive(sock, "snapshots", self.drops, self.max_bytes, kinds=(M.SNAPSHOT,),
+                msg = receive(sock, "snapshots", self.drops, self.max_bytes, kinds=(M.SNAPSHOT, M.HEARTBEAT),
                               context={"K": self.cfg.actor.key_dim}, topic=sock is self.snap_sock)
-                if msg is not None:
+                if msg is None:
+                    continue
+                self.heard("broker", msg.incarnation)
+                if msg.kind == M.SNAPSHOT:
                     self.on_snapshot(msg)
+        self.check_liveness()
 
     def on_weights(self, msg: M.Message) -> None:
         target = msg.body["target"]
@@ -185,7 +271,10 @@ class Actor:
             POLICY_VERSION.labels(self.agent).set(self.version)
 
     def on_snapshot(self, msg: M.Message) -> None:
-        if msg.seq <= self.snap_seq:
+        if msg.incarnation != self.snap_inc:
+            self.snap_seq = 0  # a (re)started broker counts from 1 again: its first snapshot is taken whatever its seq
+            self.snap_inc = msg.incarnation
+        elif msg.seq <= self.snap_seq:
             return  # Clone pattern: the stream may repeat what the state request already gave
         if self.snap_seq and msg.seq > self.snap_seq + 1:
             SNAP_GAPS.labels(self.agent).inc(msg.seq - self.snap_seq - 1)
@@ -282,17 +371,40 @@ class Actor:
             pass  # broker unreachable and its pipe full: reports are advisory, a later one supersedes this
 
     def send_fragment(self, buf: dict, eval_stats: dict) -> None:
-        """PUSH with back-pressure: wait until the learner takes it, but keep serving weights and stop."""
+        """Queue the fragment and send what credit and the pipe allow; never blocks.
+
+        Queue rule: at most `actor.offline_queue` fragments wait; a new one beyond that drops the OLDEST,
+        counted in magicmask_actor_fragments_dropped{cause="offline_queue"}. The run loop only collects
+        beyond credit while the learner is silent, so drops happen only then.
+        """
         frames = self.sender.pack(M.FRAGMENT, {"episodes": self.episodes, "env_steps": self.t, "eval": eval_stats},
                                   buf, policy_version=self.version)
         self.episodes = []
-        while not self.should_stop():
-            if self.frag_sock.poll(200, zmq.POLLOUT):
-                self.frag_sock.send_multipart(frames, copy=False)
-                self.sent += 1
-                FRAGMENTS.labels(self.agent).inc()
-                return
-            self.poll(0)
+        self.queue.append(frames)
+        while len(self.queue) > self.cfg.actor.offline_queue:
+            self.queue.popleft()
+            self.dropped += 1
+            FRAG_DROPPED.labels(self.agent, "offline_queue").inc()
+        self.flush()
+
+    def has_credit(self) -> bool:
+        return self.sent - self.trained < self.cfg.actor.max_inflight
+
+    def flush(self) -> None:
+        """Send queued fragments, oldest first, while the learner is alive, credit lasts and the pipe takes them."""
+        while self.queue and self.alive["learner"] and self.has_credit():
+            try:
+                self.frag_sock.send_multipart(self.queue[0], copy=False, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                break  # pipe full: back-pressure, try again on the next turn
+            self.queue.popleft()
+            self.sent += 1
+            FRAGMENTS.labels(self.agent).inc()
+        QUEUED.labels(self.agent).set(len(self.queue))
+
+    def must_wait(self) -> bool:
+        """Before collecting: with the learner alive, wait for credit and an empty queue; never while it is silent."""
+        return self.alive["learner"] and (bool(self.queue) or not self.has_credit())
 
     def should_stop(self) -> bool:
         return self.stopped or (self.stop_event is not None and self.stop_event.is_set())
@@ -317,8 +429,10 @@ class Actor:
             n = 0
             while not self.should_stop():
                 self.poll(0)
-                while self.sent - self.trained >= self.cfg.actor.max_inflight and not self.should_stop():
-                    self.poll(200)  # out of credit: wait for the learner to train on what we sent
+                self.flush()
+                while self.must_wait() and not self.should_stop():
+                    self.poll(200)  # out of credit or pipe full: wait for the learner (queue if it goes silent)
+                    self.flush()
                 if self.should_stop():
                     break
                 buf = self.collect(obs, legal, pos)

@@ -23,6 +23,11 @@ current snapshot over a DEALER; apply a snapshot only if its seq is greater than
 (the stream may repeat what the state reply gave, and reordering may deliver an old one late); a jump from
 s to s' > s + 1 counts s' - s - 1 gaps (lost snapshots). Delay = receive time - body["created_at"].
 
+Liveness: a `Heartbeat` {"role": "broker", "incarnation": ...} on topic b"hb" every `net.heartbeat_s`,
+straight to PUB (never impaired: it reports the broker's health, not the channel's). Every header carries the
+broker's incarnation; a restarted broker starts its sequence numbers again at 1, and actors accept a lower seq
+from a new incarnation (and re-ask the ROUTER for the current snapshot when the broker is heard again).
+
 Every malformed or unacceptable message is dropped and counted (DropLog, sockets "reports" and "router")
 and the broker keeps serving.
 """
@@ -95,6 +100,8 @@ class Broker:
         self.impairment = Impairment(cfg.comm)
         incarnation = Sender(-1).incarnation
         self.senders = {r: Sender(-1, incarnation) for r in range(self.n)}
+        self.hb_sender = Sender(-1, incarnation)
+        self.last_hb = -float("inf")
         self.seq = 0            # broadcast rounds so far (= every receiver's last seq)
         self.clock = 0
         self.agent_steps: dict[int, int] = {}
@@ -154,8 +161,9 @@ class Broker:
         self.bind()
         try:
             while not self.should_stop():
+                self.heartbeat()
                 nd = self.impairment.next_due()
-                timeout = 100
+                timeout = max(1, min(100, int(self.cfg.net.heartbeat_s * 500)))
                 if nd is not None:
                     timeout = min(timeout, max(0, math.ceil((nd - time.monotonic()) * 1000)))
                 events = dict(self.poller.poll(timeout))
@@ -168,6 +176,15 @@ class Broker:
             log.info("broker stopping: %d reports, %d snapshot rounds, %d messages dropped",
                      self.reports, self.seq, self.drops.total())
             self.close()
+
+    def heartbeat(self) -> None:
+        """Publish a Heartbeat when net.heartbeat_s passed since the last one."""
+        now = time.monotonic()
+        if now - self.last_hb < self.cfg.net.heartbeat_s:
+            return
+        self.last_hb = now
+        body = {"role": "broker", "incarnation": self.hb_sender.incarnation}
+        self.pub.send_multipart([b"hb", *self.hb_sender.pack(M.HEARTBEAT, body)])
 
     def _drain(self, sock, handler) -> None:
         for _ in range(DRAIN):

@@ -204,7 +204,8 @@ def _port_overrides() -> list[str]:
 
 def train_command(config: str, run_dir: Path, seed: int, cell: list[str], overrides) -> list[str]:
     cmd = [sys.executable, "-m", "explain.cli", "run", "--config", str(config), "--run-dir", str(run_dir)]
-    for o in [f"run.seed={seed}", "run.progress=false", *cell, *overrides, *_port_overrides()]:
+    # the seed varies training and the explainers' own randomness alike (baseline training, random windows)
+    for o in [f"run.seed={seed}", f"explain.seed={seed}", "run.progress=false", *cell, *overrides, *_port_overrides()]:
         cmd += ["--set", o]
     return cmd
 

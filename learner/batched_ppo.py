@@ -275,9 +275,11 @@ class BatchedPPO:
             p.grad[sel] = p.grad[sel] * coef.view(-1, *([1] * (p.dim() - 1)))
         return norm
 
-    def update(self, batch: dict[str, torch.Tensor], agents: list[int], lr_frac: float = 1.0) -> dict[str, np.ndarray]:
+    def update(self, batch: dict[str, torch.Tensor], agents: list[int], lr_frac: float = 1.0,
+               tick=None) -> dict[str, np.ndarray]:
         """One PPO + mask update of the agents `agents` (batch arrays [len(agents), T, E, ...]).
-        Returns per-agent statistics (arrays of length len(agents), in the order of `agents`)."""
+        Returns per-agent statistics (arrays of length len(agents), in the order of `agents`).
+        `tick()`, if given, is called after every minibatch (the learner keeps its heartbeats going)."""
         sel = self.selection(agents)
         if batch["actions"].shape[0] != len(agents):
             raise ValueError(f"batch has {batch['actions'].shape[0]} agents on its first axis, agents={list(agents)}")
@@ -297,5 +299,7 @@ class BatchedPPO:
                 self.optimizer.step(sel)              # agents outside the update are not touched
                 for k, v in st.items():
                     per_mb[k].append(v)
+                if tick is not None:
+                    tick()
         stats.update({k: torch.stack(v).mean(0) for k, v in per_mb.items()})  # mean over all minibatches
         return {k: stats[k].detach().to("cpu", torch.float64).numpy() for k in self.STATS}

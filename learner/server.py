@@ -15,6 +15,11 @@ Flow control (the ZeroMQ guide's credit-based flow control): every weights messa
 of its current incarnation's fragments were trained on; an actor sends at most `actor.max_inflight`
 fragments beyond that, then waits. So the learner's queue per agent holds at most `max_inflight`
 fragments, and a fast actor cannot run ahead of the slowest agent the update waits for.
+
+Liveness: a `Heartbeat` {"role": "learner", "incarnation": ...} on topic b"hb" every `net.heartbeat_s` (the
+header carries the same incarnation), so actors can tell a silent learner (3 intervals without any traffic)
+and a restarted one (a new incarnation: they reset their credit counters). With
+`learner.resume_if_checkpoint` a restarted learner continues from its last checkpoint when there is one.
 """
 from __future__ import annotations
 
@@ -90,7 +95,8 @@ class Learner:
                         "obs": spec.obs_shape, "obs_dtype": spec.obs_dtype}
         self.stopping = False
         self.tb = None
-        if cfg.learner.resume:
+        if cfg.learner.resume or (cfg.learner.resume_if_checkpoint
+                                   and checkpoint.latest(self.run_dir / "checkpoints") is not None):
             self.resume()
 
     # ---------------- state ----------------
@@ -136,6 +142,15 @@ class Learner:
     def publish(self) -> None:
         for a in range(self.n):
             self.pub.send_multipart([b"w/%d" % a, *self.weights_frames(a)])
+
+    def heartbeat(self) -> None:
+        """Publish a Heartbeat when net.heartbeat_s passed since the last one."""
+        now = time.monotonic()
+        if now - self.last_hb < self.cfg.net.heartbeat_s:
+            return
+        self.last_hb = now
+        body = {"role": "learner", "incarnation": self.sender.incarnation}
+        self.pub.send_multipart([b"hb", *self.sender.pack(M.HEARTBEAT, body, policy_version=self.version)])
 
     def publish_stop(self, reason: str) -> None:
         self.pub.send_multipart([b"stop", *self.sender.pack(M.STOP, {"reason": reason})])
@@ -215,7 +230,7 @@ class Learner:
         batch = self.make_batch(agents)
         steps = batch["actions"][0].numel()
         lr_frac = max(0.0, 1.0 - float(self.consumed.mean()) / self.cfg.run.total_steps) if self.cfg.ppo.anneal_lr else 1.0
-        stats = self.ppo.update(batch, agents, lr_frac)
+        stats = self.ppo.update(batch, agents, lr_frac, tick=self.heartbeat)  # a long update stays audible
         self.version += 1
         for a in agents:
             self.consumed[a] += steps
@@ -282,10 +297,13 @@ class Learner:
         poller.register(self.frag_sock, zmq.POLLIN)
         poller.register(self.router, zmq.POLLIN)
         self.publish()
+        self.last_hb = -float("inf")
         reason = "interrupted"
+        poll_ms = max(1, min(100, int(self.cfg.net.heartbeat_s * 500)))
         try:
             while not self.should_stop():
-                events = dict(poller.poll(100))
+                self.heartbeat()
+                events = dict(poller.poll(poll_ms))
                 if self.router in events:
                     while self.router.poll(0):
                         ident, msg = receive(self.router, "router", self.drops, self.max_bytes,
@@ -301,6 +319,7 @@ class Learner:
                             self.on_fragment(msg)
                 agents = self.ready_agents()
                 if agents:
+                    self.heartbeat()
                     self.update(agents)
                 if self.consumed.min() >= self.cfg.run.total_steps:
                     reason = f"every agent reached run.total_steps={self.cfg.run.total_steps}"

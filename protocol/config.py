@@ -79,6 +79,11 @@ class ActorConfig:
         2, "Credit-based flow control: fragments an actor may have sent that the learner has not yet trained "
         "on. At the limit the actor waits for new weights, so a fast actor never runs ahead of a slow team.", ge=1)
     weights_timeout_s: float = opt(60.0, "Give up when no weights arrive from the learner within this time at start.", gt=0.0)
+    offline_queue: int = opt(
+        8, "Fragments an actor keeps while the learner is silent (no traffic for 3 x net.heartbeat_s) or it is out "
+        "of credit with the learner silent: it keeps acting and queues them; when the queue is full the OLDEST is "
+        "dropped and counted (magicmask_actor_fragments_dropped{cause=\"offline_queue\"}). When the learner is "
+        "heard again the queue is sent oldest first, within credit.", ge=1)
     sample_policy_in_eval: bool = opt(False, "Evaluation episodes sample the policy instead of taking its argmax.")
 
 
@@ -125,6 +130,9 @@ class LearnerConfig:
     device: str = opt("auto", "auto (CUDA when present), cpu, cuda or cuda:N.")
     torch_threads: int = opt(1, "torch threads in the learner.", ge=1, le=256)
     resume: bool = opt(False, "Continue from the run directory's last checkpoint.")
+    resume_if_checkpoint: bool = opt(
+        False, "Continue from the run directory's last checkpoint when there is one, else start fresh (for a "
+        "supervisor or pod that restarts the learner with the same command).")
     fragment_queue: int = opt(64, "High-water mark (messages) of the learner's fragment socket; a full pipe blocks actors.", ge=1)
 
 
@@ -172,7 +180,10 @@ class NetConfig:
         0, "Metrics port of every actor, whatever its agent id (pods: each actor is alone in its pod, so all use "
         "one port); 0: net.metrics_port + 2 + agent id.", ge=0, le=65535)
     max_message_mb: float = opt(64.0, "Messages larger than this are refused by every receiver.", gt=0.0)
-    heartbeat_s: float = opt(1.0, "Heartbeat interval of every process.", gt=0.0)
+    heartbeat_s: float = opt(
+        1.0, "Heartbeat interval: the learner and the broker publish a Heartbeat (topic 'hb') this often; an actor "
+        "counts any traffic from a peer as a heartbeat and deems it silent after 3 intervals without any (the "
+        "ZeroMQ guide's Paranoid Pirate rule).", gt=0.0)
     insecure: bool = opt(
         False, "Allow binding to a non-loopback net.host without CURVE keys (security.keys_dir empty): traffic is "
         "then neither authenticated nor encrypted. Without it such a config is refused.")
