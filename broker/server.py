@@ -52,7 +52,7 @@ from protocol.codec import Sender, encode
 from protocol.config import Config
 from protocol.drops import DropLog
 from protocol.security import for_process, release
-from protocol.transport import make_socket, receive, tcp
+from protocol.transport import HeartbeatPublisher, make_socket, receive, tcp
 
 log = logging.getLogger("broker")
 
@@ -101,7 +101,6 @@ class Broker:
         incarnation = Sender(-1).incarnation
         self.senders = {r: Sender(-1, incarnation) for r in range(self.n)}
         self.hb_sender = Sender(-1, incarnation)
-        self.last_hb = -float("inf")
         self.seq = 0            # broadcast rounds so far (= every receiver's last seq)
         self.clock = 0
         self.agent_steps: dict[int, int] = {}
@@ -125,6 +124,7 @@ class Broker:
         self.pull = make_socket(self.ctx, zmq.PULL, max_bytes=self.max_bytes, curve=curve)
         self.pub = make_socket(self.ctx, zmq.PUB, curve=curve)  # at the HWM a PUB drops: a slow subscriber never blocks us
         self.router = make_socket(self.ctx, zmq.ROUTER, max_bytes=self.max_bytes, curve=curve)
+        self.hb = HeartbeatPublisher(self.pub, self.hb_sender, "broker", cfg.net.heartbeat_s)
         try:
             self.pull.bind(tcp(cfg.net.host, cfg.net.broker_reports_port))
             self.pub.bind(tcp(cfg.net.host, cfg.net.broker_snapshots_port))
@@ -161,7 +161,7 @@ class Broker:
         self.bind()
         try:
             while not self.should_stop():
-                self.heartbeat()
+                self.hb.beat()
                 nd = self.impairment.next_due()
                 timeout = max(1, min(100, int(self.cfg.net.heartbeat_s * 500)))
                 if nd is not None:
@@ -176,15 +176,6 @@ class Broker:
             log.info("broker stopping: %d reports, %d snapshot rounds, %d messages dropped",
                      self.reports, self.seq, self.drops.total())
             self.close()
-
-    def heartbeat(self) -> None:
-        """Publish a Heartbeat when net.heartbeat_s passed since the last one."""
-        now = time.monotonic()
-        if now - self.last_hb < self.cfg.net.heartbeat_s:
-            return
-        self.last_hb = now
-        body = {"role": "broker", "incarnation": self.hb_sender.incarnation}
-        self.pub.send_multipart([b"hb", *self.hb_sender.pack(M.HEARTBEAT, body)])
 
     def _drain(self, sock, handler) -> None:
         for _ in range(DRAIN):

@@ -44,7 +44,7 @@ from protocol.config import Config
 from protocol.drops import DropLog
 from protocol.envspec import EnvSpec
 from protocol.security import for_process, release
-from protocol.transport import make_socket, receive, tcp
+from protocol.transport import HeartbeatPublisher, make_socket, receive, tcp
 
 log = logging.getLogger("learner")
 
@@ -145,12 +145,7 @@ class Learner:
 
     def heartbeat(self) -> None:
         """Publish a Heartbeat when net.heartbeat_s passed since the last one."""
-        now = time.monotonic()
-        if now - self.last_hb < self.cfg.net.heartbeat_s:
-            return
-        self.last_hb = now
-        body = {"role": "learner", "incarnation": self.sender.incarnation}
-        self.pub.send_multipart([b"hb", *self.sender.pack(M.HEARTBEAT, body, policy_version=self.version)])
+        self.hb.beat(policy_version=self.version)
 
     def publish_stop(self, reason: str) -> None:
         self.pub.send_multipart([b"stop", *self.sender.pack(M.STOP, {"reason": reason})])
@@ -297,7 +292,7 @@ class Learner:
         poller.register(self.frag_sock, zmq.POLLIN)
         poller.register(self.router, zmq.POLLIN)
         self.publish()
-        self.last_hb = -float("inf")
+        self.hb = HeartbeatPublisher(self.pub, self.sender, "learner", self.cfg.net.heartbeat_s)
         reason = "interrupted"
         poll_ms = max(1, min(100, int(self.cfg.net.heartbeat_s * 500)))
         try:

@@ -4,13 +4,14 @@ malformed message never crashes a process."""
 from __future__ import annotations
 
 import socket
+import time
 from typing import Iterable
 
 import zmq
 
 from protocol.codec import decode
 from protocol.drops import DropLog
-from protocol.messages import KINDS, Message, ProtocolError, validate
+from protocol.messages import HEARTBEAT, KINDS, Message, ProtocolError, validate
 
 
 def tcp(host: str, port: int) -> str:
@@ -77,3 +78,20 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+class HeartbeatPublisher:
+    """The guide's heartbeat: a `Heartbeat` {"role", "incarnation"} on a PUB socket's topic b"hb" at most
+    every `interval_s` (call `beat()` often; it sends only when the interval has passed)."""
+
+    def __init__(self, pub: zmq.Socket, sender, role: str, interval_s: float):
+        self.pub, self.sender, self.role, self.interval_s = pub, sender, role, interval_s
+        self.last = -float("inf")
+
+    def beat(self, policy_version: int = -1) -> None:
+        now = time.monotonic()
+        if now - self.last < self.interval_s:
+            return
+        self.last = now
+        body = {"role": self.role, "incarnation": self.sender.incarnation}
+        self.pub.send_multipart([b"hb", *self.sender.pack(HEARTBEAT, body, policy_version=policy_version)])
