@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from protocol.config import ConfigError
 
 # Built-in environment names; the adapters live in actors/envs (protocol imports no other role).
-BUILTIN_ENVS = ("gates", "connect4", "highway", "pong")
+BUILTIN_ENVS = ("gates", "connect4", "highway", "pong", "pong2")
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 

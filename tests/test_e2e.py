@@ -212,6 +212,8 @@ def test_broker_death_stops_the_run_with_its_log_tail(tmp_path, free_ports):
     ("highway.yaml", ["run.agents=2", "run.total_steps=256", "actor.fragment_len=32", "env.eval_every=0"]),
     pytest.param("pong.yaml", ["run.agents=1", "run.total_steps=512", "actor.fragment_len=32", "env.eval_every=0"],
                  marks=pytest.mark.slow),
+    pytest.param("pong2.yaml", ["run.total_steps=256", "actor.fragment_len=32", "env.max_episode_steps=100"],
+                 marks=pytest.mark.slow),
 ])
 def test_short_real_run_per_environment(tmp_path, free_ports, preset, overrides):
     """Issue #4's smoke run: the environment trains through the real processes and writes its outputs."""

@@ -30,8 +30,14 @@ def _pong(cfg: Config, agent_id: int, kwargs: dict) -> AgentEnv:
     return PongEnv(agent_id, cfg.run.agents, max_episode_steps=cfg.env.max_episode_steps, **kwargs)
 
 
+def _pong2(cfg: Config, agent_id: int, kwargs: dict) -> AgentEnv:
+    from actors.envs.pong2 import Pong2Env
+    return Pong2Env(agent_id, cfg.run.agents, max_episode_steps=cfg.env.max_episode_steps, **kwargs)
+
+
 _BUILTIN = {"gates": (_gates, "actors.envs.gates:GatesEnv"), "connect4": (_connect4, "actors.envs.connect4:Connect4Env"),
-            "highway": (_highway, "actors.envs.highway:HighwayAgentEnv"), "pong": (_pong, "actors.envs.pong:PongEnv")}
+            "highway": (_highway, "actors.envs.highway:HighwayAgentEnv"), "pong": (_pong, "actors.envs.pong:PongEnv"),
+            "pong2": (_pong2, "actors.envs.pong2:Pong2Env")}
 RESERVED_KWARGS = ("agent_id", "n_agents", "max_episode_steps")
 
 
