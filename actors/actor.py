@@ -130,6 +130,7 @@ class Actor:
         self.ep_len = np.zeros(cfg.env.copies, dtype=np.int64)
         self.episode_seed = self.seed * 1000
         self.stopped = False
+        self._env_steps, self._guided_steps = STEPS.labels(agent), GUIDED.labels(agent)  # bound once: step loop
         self.sent = 0              # fragments sent by this incarnation
         self.trained = 0           # ... of which the learner has trained on (credit-based flow control)
         self.queue: deque = deque()  # packed fragments not yet sent (bounded by actor.offline_queue)
@@ -318,7 +319,7 @@ class Actor:
             if cfg.comm.enabled and len(self.snap_keys):
                 guided = (max_cosine(keys, self.snap_keys) >= cfg.actor.guidance_rho) & (
                     self.rng.random(E) < cfg.actor.guidance_prob)
-                GUIDED.labels(self.agent).inc(int(guided.sum()))
+                self._guided_steps.inc(int(guided.sum()))
             masked = self.masked_copy & (self.t >= cfg.mask.start_step) & ~guided
             actions, logp_mu, perturbed, eps_random, applied = select_training(
                 self.rng, pi, legal_b, m, eps, masked, guided)
@@ -347,7 +348,7 @@ class Actor:
                     o, lg = self.reset_copy(c)
                 obs[c], legal[c] = o, lg
             self.t += E
-            STEPS.labels(self.agent).inc(E)
+            self._env_steps.inc(E)
             if self.t % cfg.actor.report_every < E:
                 self.send_report(report)
                 report = {k: [] for k in report}

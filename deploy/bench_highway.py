@@ -20,45 +20,44 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 import numpy as np  # noqa: E402
 
 
+def _timed(step, reset):
+    """A measuring function: step(rng) -> done; episodes restart with seeds 1, 2, ... (the same for both)."""
+    rng = np.random.default_rng(0)
+    state = {"ep": 0}
+    reset(0)
+
+    def run(seconds: float) -> tuple[int, float]:
+        steps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            steps += 1
+            if step(rng):
+                state["ep"] += 1
+                reset(state["ep"])
+        return steps, time.perf_counter() - t0
+    return run
+
+
 def plain(env_id: str, n: int):
     import gymnasium as gym
     import highway_env
     from actors.envs.highway import multiagent_config
     gym.register_envs(highway_env)
     env = gym.make(env_id, config=multiagent_config(n))
-    rng = np.random.default_rng(0)
-    state = {"ep": 0}
-    env.reset(seed=0)
 
-    def run(seconds: float) -> tuple[int, float]:
-        steps, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            _, _, term, trunc, _ = env.step(tuple(int(a) for a in rng.integers(5, size=n)))
-            steps += 1
-            if term or trunc:
-                state["ep"] += 1
-                env.reset(seed=state["ep"])
-        return steps, time.perf_counter() - t0
-    return run
+    def step(rng):
+        _, _, term, trunc, _ = env.step(tuple(int(a) for a in rng.integers(5, size=n)))
+        return term or trunc
+    return _timed(step, lambda seed: env.reset(seed=seed))
 
 
 def ours(env_id: str, n: int):
     from actors.envs.highway import HighwayAgentEnv
     env = HighwayAgentEnv(0, n, env_id=env_id)      # other vehicles: uniform random (no opponent callback)
-    rng = np.random.default_rng(0)
-    state = {"ep": 0}
-    env.reset(seed=0)
 
-    def run(seconds: float) -> tuple[int, float]:
-        steps, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            _, _, _, term, trunc, _ = env.step(int(rng.integers(5)))
-            steps += 1
-            if term or trunc:
-                state["ep"] += 1
-                env.reset(seed=state["ep"])
-        return steps, time.perf_counter() - t0
-    return run
+    def step(rng):
+        _, _, _, term, trunc, _ = env.step(int(rng.integers(5)))
+        return term or trunc
+    return _timed(step, lambda seed: env.reset(seed=seed))
 
 
 def main(argv=None) -> int:
