@@ -11,6 +11,7 @@ import torch
 
 from actors.action_selection import softmax_legal
 from actors.envs import make_env
+from actors.envs.base import TeamWorld
 from actors.evaluation import play_episode
 from learner import checkpoint
 from learner.networks import AgentNets, nets_for
@@ -70,9 +71,13 @@ class TrainedRun:
     version: int
 
     def make_env(self, agent: int, copy_index: int = 0):
+        """Competitive shared worlds are explained against the uniform random player; in cooperative ones
+        (TeamWorld) the teammates play their own greedy policies, so an agent is explained in its team."""
         env = make_env(self.cfg, agent, copy_index)
-        if hasattr(env, "set_episode_opponent"):
-            env.set_episode_opponent(-1)  # shared worlds: explained against the uniform random player
+        if isinstance(env, TeamWorld):
+            env.set_opponent(lambda j, obs, legal: self.policies[j].greedy(obs, legal))
+        elif hasattr(env, "set_episode_opponent"):
+            env.set_episode_opponent(-1)
         return env
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import yaml
 
 from explain import metrics as MX
+from explain import team as TM
 from explain.episodes import Episode, TrainedRun, load_run, record_episodes
 from explain.fidelity import FIDELITY_COLUMNS, _env, fidelity_rows, reward_range, write_png
 from protocol import config as C
@@ -205,6 +206,21 @@ def run_explain(run_dir, checkpoint=None, overrides=(), explainer_factory=None, 
     timing["fidelity_seconds"] = time.perf_counter() - t
     log(f"explain: fidelity test ({len(fid_rows)} rows, K = {k_fracs}) in {timing['fidelity_seconds']:.1f} s")
 
+    t = time.perf_counter()
+    team_rows, team_d_max = [], None
+    if ec.team_episodes > 0 and TM.is_team_world(run):
+        team_eps = TM.record_team_episodes(run, ec.team_episodes, ec.first_seed)
+        team_views = {(a, i): TM.agent_view(run, tep, a) for i, tep in enumerate(team_eps) for a in agents}
+        team_imp = {m: [TM.team_importance(tep.length, [(team_views[(a, i)][0],
+                                                         explainers[m][a].importance(team_views[(a, i)][1]))
+                                                        for a in agents]) for i, tep in enumerate(team_eps)]
+                    for m in ok_methods}
+        team_d_max = max(max(abs(e.ret) for e in team_eps), 1e-6)
+        team_rows = TM.team_fidelity_rows(run, team_eps, team_imp, k_fracs, seed=ec.seed, d_max=team_d_max)
+        timing["team_window_seconds"] = time.perf_counter() - t
+        log(f"explain: team window ({len(team_eps)} team episodes, {len(team_rows)} rows) "
+            f"in {timing['team_window_seconds']:.1f} s")
+
     # ---- metrics ----
     t = time.perf_counter()
     run_metrics = {"final_average_reward": MX.final_average_reward(unmasked),
@@ -230,6 +246,9 @@ def run_explain(run_dir, checkpoint=None, overrides=(), explainer_factory=None, 
               "kl_divergence": MX.kl_divergence(run, unmasked, importance[m], pi_cache),
               "precision_at_k": p, "recall_at_2k": r}
         mm.update(MX.fidelity_summary(rows_m, k_fracs))
+        if team_rows:
+            mm.update({f"team_{k}": v for k, v in MX.fidelity_summary(
+                [r for r in team_rows if r["method"] == m], k_fracs).items()})
         t0 = time.perf_counter()
         mm["inter_agent_fidelity"] = MX.inter_agent_fidelity(
             lambda a, ep, m=m: explainers[m][a].importance(view(a, ep)), agents, pooled)
@@ -259,7 +278,7 @@ def run_explain(run_dir, checkpoint=None, overrides=(), explainer_factory=None, 
                                      "true_critical": "" if tc is None else int(bool(tc[s]))})
     _write_csv(out / "importance.csv", IMPORTANCE_COLUMNS, imp_rows)
     _write_csv(out / "fidelity.csv", FIDELITY_COLUMNS,
-               [{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in fid_rows])
+               [{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in fid_rows + team_rows])
     t = time.perf_counter()
     states = critical_states(run, unmasked, ec.top_states, out)
     with open(out / "critical_states.jsonl", "w") as f:
@@ -276,7 +295,10 @@ def run_explain(run_dir, checkpoint=None, overrides=(), explainer_factory=None, 
            "notes": {"episodes": "explained episodes are unmasked (greedy policy); seeds first_seed .. first_seed+M-1",
                      "reward_preservation": "MAGIC-MASK only (its m <= tau rule on the same seeds); null for "
                                             "post-hoc methods, whose importance needs the finished episode",
-                     "team_window": "not computed: perturbations are per agent (docs/metrics.md)",
+                     "team_window": (f"{ec.team_episodes} team episodes, d_max {team_d_max:.6g} (rows with agent "
+                                     f"'team'; docs/metrics.md)" if team_rows else
+                                     "not computed: not a cooperative shared world, one agent, or "
+                                     "explain.team_episodes=0 (docs/metrics.md)"),
                      "inter_agent_fidelity": f"first {INTER_AGENT_EPISODES} episodes of every agent pooled"}}
     (out / "metrics.json").write_text(json.dumps(_clean(per_method), indent=1))
     (out / "summary.json").write_text(json.dumps(_clean(doc), indent=1))

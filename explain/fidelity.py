@@ -122,7 +122,8 @@ def reward_range(run: TrainedRun, agent: int, episodes: list[Episode]) -> float:
     return max(max((abs(e.ret) for e in episodes), default=0.0), RET_FLOOR)
 
 
-def _rng(seed: int, *keys: int) -> np.random.Generator:
+def keyed_rng(seed: int, *keys: int) -> np.random.Generator:
+    """A generator seeded by (seed, *keys): the same keys give the same random numbers (common random numbers)."""
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, *[int(k) & 0xFFFFFFFF for k in keys]])
 
 
@@ -139,7 +140,7 @@ def fidelity_rows(run: TrainedRun, agent: int, episodes: list[Episode], importan
     def replay(i, ep, ki, s, n):
         key = (i, ki, s, n)
         if key not in cache:
-            cache[key] = replay_perturbed(run, agent, ep, s, n, _rng(seed, 1, agent, i, ki, s, n))
+            cache[key] = replay_perturbed(run, agent, ep, s, n, keyed_rng(seed, 1, agent, i, ki, s, n))
         return cache[key]
 
     for method, imps in importance.items():
@@ -150,7 +151,7 @@ def fidelity_rows(run: TrainedRun, agent: int, episodes: list[Episode], importan
             for ki, kf in enumerate(k_fracs):
                 s, n = select_window(imp, kf)
                 r_pert = replay(i, ep, ki, s, n)
-                cs = int(_rng(seed, 2, agent, i, ki, n).integers(ep.length - n + 1))
+                cs = int(keyed_rng(seed, 2, agent, i, ki, n).integers(ep.length - n + 1))
                 r_ctrl = replay(i, ep, ki, cs, n)
                 rows.append({"method": method, "agent": agent, "k": float(kf), "episode": i, "window_start": s,
                              "window_len": n, "episode_len": ep.length, "return_orig": ep.ret,

@@ -209,6 +209,8 @@ class ExplainConfig:
     statemask_steps: int = opt(20_000, "StateMask baseline: env steps of PPO training of its post-hoc mask per agent.", ge=0)
     edge_epochs: int = opt(30, "EDGE baseline: training epochs of its GRU + sparse GP model.", ge=1)
     lazymdp_epochs: int = opt(30, "LazyMDP baseline: training epochs of its post-hoc Q head.", ge=1)
+    team_episodes: int = opt(20, "Team episodes of the fidelity test's team window in cooperative shared worlds "
+                             "(highway, grf-3v1; every agent greedy, seeds from first_seed); 0: no team window.", ge=0)
     top_states: int = opt(10, "Critical states per agent written to critical_states.jsonl and shown in the report.", ge=1)
     seed: int = opt(0, "Seed of the explainers' own randomness (baseline training, perturbations, random windows).", ge=0)
 

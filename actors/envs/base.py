@@ -7,11 +7,14 @@ shared one (Connect Four, any PettingZoo env).
 Subclasses implement `_reset` and `_step`; the public `reset` / `step` here do what every env must
 do the same way: reject illegal actions with a clear error, count the agent's steps, truncate at
 `max_episode_steps`, and attach `episode_stats` on the last step of an episode.
+
+Cooperative shared worlds (highway, grf-3v1) also implement `TeamWorld`: every seat stepped together,
+which the fidelity test's team window needs (all agents perturbed in one window, the team's return).
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -121,3 +124,21 @@ class AgentEnv(ABC):
             raise ValueError(f"illegal action {a} for agent {self._agent_id}; "
                              f"legal actions: {np.flatnonzero(legal).tolist()}")
         return a
+
+
+class TeamWorld(ABC):
+    """The whole team's view of a cooperative shared world (a mixin of the AgentEnv adapter): one action per
+    seat per step, every seat's reward. The same seed gives the same world as `reset(seed)`, so a team
+    episode and the agents' own episodes of that seed start alike. Independent of the AgentEnv stream:
+    `reset` starts that stream again."""
+
+    @abstractmethod
+    def team_reset(self, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Start a team episode: (obs per seat, legal mask per seat); every seat is active."""
+
+    @abstractmethod
+    def team_step(self, actions: Sequence[int]) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, np.ndarray, bool]:
+        """One action per seat (ignored for inactive seats) -> (obs per seat, legal per seat, rewards[N] of
+        this step (0 for a seat that was not active), active[N] after the step, done). A seat stops being
+        active when its own episode would end (e.g. its vehicle crashed); done when none is active or the
+        world truncates."""

@@ -35,7 +35,7 @@ import os
 
 import numpy as np
 
-from actors.envs.base import AgentEnv
+from actors.envs.base import AgentEnv, TeamWorld
 from protocol.envspec import EnvSpec
 
 N_ACTIONS = 5
@@ -524,9 +524,10 @@ class HighwayWorld:
 # ---------------------------------------------------------------------------------------------------------
 # The adapter
 # ---------------------------------------------------------------------------------------------------------
-class HighwayAgentEnv(AgentEnv):
+class HighwayAgentEnv(AgentEnv, TeamWorld):
     """highway-env for one agent: it drives controlled vehicle `agent_id` of n_agents; the other controlled
-    vehicles are driven by the opponent callback (peers' policies) or uniformly at random."""
+    vehicles are driven by the opponent callback (peers' policies) or uniformly at random. As a TeamWorld
+    it steps every controlled vehicle with the given actions (the fidelity test's team window)."""
 
     def __init__(self, agent_id: int = 0, n_agents: int = 4, env_id: str = "highway-fast-v0",
                  config: dict | None = None, legal_mask: bool = False, max_episode_steps: int = 0):
@@ -591,6 +592,33 @@ class HighwayAgentEnv(AgentEnv):
         others = [c for j, c in enumerate(crashed) if j != self.agent_id]
         return {"crashed": float(crashed[self.agent_id]), "mean_speed": st["speed"] / max(st["steps"], 1),
                 "peers_crashed": float(np.mean(others)) if others else 0.0}
+
+    # -------- TeamWorld: every vehicle's action given, every vehicle's reward --------
+    def team_reset(self, seed: int):
+        self.world.reset(int(seed))
+        self._done = True                  # the agent's own stream must be reset before it steps again
+        self._team_t = 0
+        self._team_active = np.ones(self.n_agents, bool)
+        obs = self.world.observations(list(range(self.n_agents)))
+        self._team_obs = [obs[i].reshape(-1) for i in range(self.n_agents)]
+        return [o.copy() for o in self._team_obs], [self._legal_of(i) for i in range(self.n_agents)]
+
+    def team_step(self, actions):
+        w, n, was = self.world, self.n_agents, self._team_active
+        if len(actions) != n:
+            raise ValueError(f"highway.team_step: {len(actions)} actions for {n} vehicles")
+        acts = [int(a) if was[i] else IDLE for i, a in enumerate(actions)]
+        w.step(acts)
+        self._team_t += 1
+        rewards = np.array([w.reward(i, acts[i]) if was[i] else 0.0 for i in range(n)], np.float32)
+        active = was & ~np.array([w.terminated(i) for i in range(n)])
+        done = (not active.any()) or w.truncated() or bool(self.max_episode_steps and self._team_t >= self.max_episode_steps)
+        live = [i for i in range(n) if active[i]]
+        if live and not done:
+            for i, o in w.observations(live).items():
+                self._team_obs[i] = o.reshape(-1)
+        self._team_active = active
+        return [o.copy() for o in self._team_obs], [self._legal_of(i) for i in range(n)], rewards, active.copy(), bool(done)
 
     def render(self) -> np.ndarray:
         """highway-env's own rgb_array frame centred on this agent's vehicle (uint8, H x W x 3)."""
