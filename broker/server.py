@@ -28,6 +28,12 @@ straight to PUB (never impaired: it reports the broker's health, not the channel
 broker's incarnation; a restarted broker starts its sequence numbers again at 1, and actors accept a lower seq
 from a new incarnation (and re-ask the ROUTER for the current snapshot when the broker is heard again).
 
+Delivery delay: PUB/SUB gives the broker no receipt, so snapshot delay is measured by its receiver (actor gauge
+`magicmask_actor_snapshot_delay_seconds`); the broker measures the report path: each applied report's
+delay is now minus the header's send time (the sender's clock: one host, or synchronised clocks), so it
+includes the network and any report-path impairment. Gauge `magicmask_broker_report_delay_seconds{agent}`,
+and per snapshot in snapshots.jsonl `report_delay_s` (each agent's latest) beside `agent_steps`.
+
 Every malformed or unacceptable message is dropped and counted (DropLog, sockets "reports" and "router")
 and the broker keeps serving.
 """
@@ -64,6 +70,8 @@ SNAP_SEQ = Gauge("magicmask_broker_snapshot_seq", "Sequence number of the latest
 BUFFER_SIZE = Gauge("magicmask_broker_buffer_size", "Entries in the critical-state buffer")
 CLOCK = Gauge("magicmask_broker_clock", "Step clock: the largest env_steps reported by any agent")
 AGENT_STEPS = Gauge("magicmask_broker_agent_steps", "Latest env_steps reported per agent", ["agent"])
+REPORT_DELAY = Gauge("magicmask_broker_report_delay_seconds",
+                     "Delivery delay of the agent's latest report: applied minus the sender's send time", ["agent"])
 STATE_REQUESTS = Counter("magicmask_broker_state_requests", "Snapshot requests answered on the ROUTER")
 
 DRAIN = 1000  # messages taken from one socket per loop turn, so releases and stop stay timely
@@ -104,6 +112,7 @@ class Broker:
         self.seq = 0            # broadcast rounds so far (= every receiver's last seq)
         self.clock = 0
         self.agent_steps: dict[int, int] = {}
+        self.report_delay: dict[int, float] = {}  # agent -> delivery delay of its latest report (seconds)
         self.reports = 0
         self.published = 0
         self.drops = DropLog(log)
@@ -231,6 +240,9 @@ class Broker:
         a, steps = msg.agent, int(msg.body["env_steps"])
         self.reports += 1
         REPORTS.labels(agent=str(a)).inc()
+        # the header's send time (actor's clock) to now: network, queueing and any report-path impairment
+        self.report_delay[a] = max(0.0, time.time() - msg.sent_at)
+        REPORT_DELAY.labels(agent=str(a)).set(self.report_delay[a])
         self.agent_steps[a] = max(self.agent_steps.get(a, 0), steps)
         AGENT_STEPS.labels(agent=str(a)).set(self.agent_steps[a])
         old = self.clock
@@ -264,7 +276,8 @@ class Broker:
             self.snap_file.write(json.dumps({
                 "seq": self.seq, "clock": self.clock, "time": time.time(), "n": len(scores),
                 "finders": finders.view(np.uint64).tolist(), "scores": [round(float(s), 6) for s in scores],
-                "dropped": dropped}) + "\n")
+                "dropped": dropped, "agent_steps": {str(a): n for a, n in sorted(self.agent_steps.items())},
+                "report_delay_s": {str(a): round(d, 6) for a, d in sorted(self.report_delay.items())}}) + "\n")
         self.release()
 
     def release(self) -> None:
