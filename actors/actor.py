@@ -71,7 +71,9 @@ GUIDED = Counter("magicmask_actor_guided_steps", "Steps left unperturbed because
 
 
 class PeerPolicies:
-    """Latest weights of every agent (own and peers), inference only. Peers play the other seats."""
+    """Latest weights of every agent (own and peers), inference only. Peers play the other seats. Each agent's
+    networks are built from its own spec (`spec.for_agent`): in Dou Dizhu the landlord's and the peasants'
+    observations differ in size."""
 
     def __init__(self, spec: EnvSpec, cfg: Config):
         self.nets: dict[int, AgentNets] = {}
@@ -82,24 +84,26 @@ class PeerPolicies:
     def load(self, agent: int, arrays: dict, version: int) -> None:
         net = self.nets.get(agent)
         if net is None:
-            net = nets_for(self.spec, self.cfg.ppo.hidden, 1)
+            net = nets_for(self.spec.for_agent(agent), self.cfg.ppo.hidden, 1, action_head=self.cfg.ppo.action_head)
             net.requires_grad_(False)
         net.load_agent_state(0, arrays)  # raises ValueError on a wrong name or shape
         self.nets[agent] = net
         self.versions[agent] = version
 
     @torch.no_grad()
-    def forward(self, agent: int, obs: np.ndarray):
-        logits, value, mlogit, mvalue = self.nets[agent](torch.as_tensor(obs)[None])
+    def forward(self, agent: int, obs: np.ndarray, actions: np.ndarray | None = None):
+        """obs[B, ...] -> logits[B, A] (only the columns `actions` when given), value, m, mask value."""
+        cols = None if actions is None else torch.as_tensor(actions)
+        logits, value, mlogit, mvalue = self.nets[agent](torch.as_tensor(obs)[None], actions=cols)
         return logits[0].numpy(), value[0].numpy(), torch.sigmoid(mlogit[0]).numpy(), mvalue[0].numpy()
 
     def opponent(self, agent: int, obs: np.ndarray, legal: np.ndarray) -> int:
         """A peer's move in a shared world: sampled from its policy; uniform random until its weights arrive."""
         if agent not in self.nets:
             return int(self.rng.choice(np.flatnonzero(legal)))
-        logits = self.forward(agent, obs[None])[0]
-        p = softmax_legal(logits, legal[None])[0]
-        return int(self.rng.choice(len(p), p=p))
+        cols = np.flatnonzero(legal)  # logits of the legal actions only (Dou Dizhu: a handful of 27,472)
+        p = softmax_legal(self.forward(agent, obs[None], cols)[0], np.ones((1, len(cols)), bool))[0]
+        return int(cols[self.rng.choice(len(p), p=p)])
 
 
 class Actor:
@@ -112,7 +116,7 @@ class Actor:
         self.seed = int(np.random.SeedSequence([cfg.run.seed, agent, restart]).generate_state(1)[0])
         self.rng = np.random.default_rng(self.seed)
         self.envs = [make_env(cfg, agent, c) for c in range(cfg.env.copies)]
-        self.spec = self.envs[0].spec
+        self.spec = self.envs[0].spec.for_agent(agent)  # this agent's own observation shape
         self.peers = PeerPolicies(self.spec, cfg)
         for env in self.envs:
             env.set_opponent(self.peers.opponent)
@@ -136,6 +140,12 @@ class Actor:
         self.queue: deque = deque()  # packed fragments not yet sent (bounded by actor.offline_queue)
         self.dropped = 0           # fragments dropped from a full queue
         self.snap_inc = None       # broker incarnation of the snapshot in use
+        self.snap_created = None   # broker's created_at (wall clock) of the snapshot in use
+        # Cumulative snapshot-use figures of this incarnation, sent with every fragment (body "comm") so the
+        # learner's metrics.jsonl keeps what the Prometheus gauges forget when the run ends (the
+        # communication study, explain/commstudy.py, reads them); cumulative, so a dropped fragment loses nothing.
+        self.comm = {"snapshots_received": 0, "snapshots_applied": 0, "snapshot_gaps": 0, "delay_s_sum": 0.0,
+                     "steps": 0, "use_steps": 0, "age_at_use_s_sum": 0.0, "stale_steps": 0, "guided_steps": 0}
         self.silent_after = 3 * cfg.net.heartbeat_s
         now = time.monotonic()
         self.last_heard = {"learner": now, "broker": now}
@@ -249,7 +259,7 @@ class Actor:
                     continue
                 self.heard("broker", msg.incarnation)
                 if msg.kind == M.SNAPSHOT:
-                    self.on_snapshot(msg)
+                    self.on_snapshot(msg, stream=sock is self.snap_sock)
         self.check_liveness()
 
     def on_weights(self, msg: M.Message) -> None:
@@ -271,7 +281,9 @@ class Actor:
             self.t = max(self.t, int(msg.body.get("env_steps", 0)))  # resume keeps the epsilon schedule
             POLICY_VERSION.labels(self.agent).set(self.version)
 
-    def on_snapshot(self, msg: M.Message) -> None:
+    def on_snapshot(self, msg: M.Message, stream: bool = True) -> None:
+        """Apply a snapshot if it is newer. `stream`: it came on the (impaired) PUB stream, not as a state reply."""
+        self.comm["snapshots_received"] += int(stream)
         if msg.incarnation != self.snap_inc:
             self.snap_seq = 0  # a (re)started broker counts from 1 again: its first snapshot is taken whatever its seq
             self.snap_inc = msg.incarnation
@@ -279,9 +291,14 @@ class Actor:
             return  # Clone pattern: the stream may repeat what the state request already gave
         if self.snap_seq and msg.seq > self.snap_seq + 1:
             SNAP_GAPS.labels(self.agent).inc(msg.seq - self.snap_seq - 1)
+            self.comm["snapshot_gaps"] += msg.seq - self.snap_seq - 1
         self.snap_seq = msg.seq
         SNAP_SEQ.labels(self.agent).set(msg.seq)
-        SNAP_AGE.labels(self.agent).set(max(0.0, time.time() - msg.body["created_at"]))
+        delay = max(0.0, time.time() - msg.body["created_at"])
+        SNAP_AGE.labels(self.agent).set(delay)
+        self.snap_created = float(msg.body["created_at"])
+        self.comm["snapshots_applied"] += 1
+        self.comm["delay_s_sum"] += delay
         others = (msg.arrays["finders"] & ~np.int64(1 << self.agent)) != 0
         self.snap_keys = np.ascontiguousarray(msg.arrays["keys"][others])
 
@@ -311,20 +328,31 @@ class Actor:
         report = {"keys": [], "scores": [], "steps": [], "positions": []}
         for t in range(T):
             obs_b, legal_b = np.stack(obs), np.stack(legal)
-            logits, value, m, mvalue = self.peers.forward(self.agent, obs_b)
-            pi = softmax_legal(logits, legal_b)
+            # the policy over the actions legal in some copy, in those columns only (Dou Dizhu: a few of its
+            # 27,472 ids; the same distribution and the same random draws as over every column)
+            cols = np.flatnonzero(legal_b.any(0))
+            logits, value, m, mvalue = self.peers.forward(self.agent, obs_b, cols)
+            legal_c = legal_b[:, cols]
+            pi = softmax_legal(logits, legal_c)
             eps = epsilon(self.t, cfg.actor.eps0, cfg.actor.eps_min, cfg.actor.eps_decay, cfg.actor.eps_fixed)
             keys = self.keys(obs_b)
             guided = np.zeros(E, bool)
+            self.comm["steps"] += E
+            if cfg.comm.enabled and self.snap_created is not None:  # a snapshot is in use: its age now
+                self.comm["use_steps"] += E
+                self.comm["age_at_use_s_sum"] += E * max(0.0, time.time() - self.snap_created)
+                self.comm["stale_steps"] += E * (not self.alive["broker"])
             if cfg.comm.enabled and len(self.snap_keys):
                 guided = (max_cosine(keys, self.snap_keys) >= cfg.actor.guidance_rho) & (
                     self.rng.random(E) < cfg.actor.guidance_prob)
                 self._guided_steps.inc(int(guided.sum()))
+                self.comm["guided_steps"] += int(guided.sum())
             masked = self.masked_copy & (self.t >= cfg.mask.start_step) & ~guided
-            actions, logp_mu, perturbed, eps_random, applied = select_training(
-                self.rng, pi, legal_b, m, eps, masked, guided)
+            picks, logp_mu, perturbed, eps_random, applied = select_training(
+                self.rng, pi, legal_c, m, eps, masked, guided)
+            actions = cols[picks]
             buf["obs"][t], buf["legal"][t], buf["actions"][t] = obs_b, legal_b, actions
-            buf["logp_mu"][t], buf["logp_pi"][t] = logp_mu, np.log(pi[np.arange(E), actions])
+            buf["logp_mu"][t], buf["logp_pi"][t] = logp_mu, np.log(pi[np.arange(E), picks])
             buf["values"][t], buf["mask_values"][t], buf["m"][t], buf["eps"][t] = value, mvalue, m, eps
             buf["perturbed"][t], buf["masked"][t], buf["mask_applied"][t] = perturbed, masked, applied
             buf["eps_random"][t], buf["guided"][t] = eps_random, guided
@@ -378,8 +406,9 @@ class Actor:
         counted in magicmask_actor_fragments_dropped{cause="offline_queue"}. The run loop only collects
         beyond credit while the learner is silent, so drops happen only then.
         """
-        frames = self.sender.pack(M.FRAGMENT, {"episodes": self.episodes, "env_steps": self.t, "eval": eval_stats},
-                                  buf, policy_version=self.version)
+        comm = {**self.comm, "at": time.time()}  # "at": wall-clock time of these figures, to match them with the broker's snapshot log
+        body = {"episodes": self.episodes, "env_steps": self.t, "eval": eval_stats, "comm": comm}
+        frames = self.sender.pack(M.FRAGMENT, body, buf, policy_version=self.version)
         self.episodes = []
         self.queue.append(frames)
         while len(self.queue) > self.cfg.actor.offline_queue:

@@ -13,7 +13,7 @@ if [ ! -x "$MM_VENV/bin/python" ]; then
 fi
 # Extras to install (MM_EXTRAS overrides): by default every environment extra and the test tools, so one
 # venv serves launch.sh, test.sh and bench.sh; the stamp records them
-MM_EXTRAS="${MM_EXTRAS:-atari,highway,test}"
+MM_EXTRAS="${MM_EXTRAS:-atari,highway,doudizhu,test}"
 stamp="$MM_VENV/.magicmask-installed"
 want=$( (cat "$MM_ROOT/pyproject.toml" "$MM_ROOT/deploy/bootstrap.sh"; echo "$MM_EXTRAS") | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then

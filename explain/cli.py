@@ -1,7 +1,7 @@
 """The `magicmask` command: `run` (every process on this machine), or one role per process (`broker`,
 `learner`, `actor --agent I`) for several machines or pods. Every role reads the same config.
 `explain RUN_DIR`, `compare RUN_DIR...` and `sweep` explain finished runs (explain/explain_cmd.py,
-explain/compare.py).
+explain/compare.py); `commstudy` trains and explains a grid over the broker's channel (explain/commstudy.py).
 
 It lives in `explain` because explain is the one package allowed to import every role (DESIGN.md's
 import rule); no role imports it.
@@ -66,6 +66,14 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", required=True, help="sweep folder: runs/<cell>/seed<s>/, sweep.md, sweep.csv")
     sw.add_argument("--reuse", action="store_true", help="skip runs that have a checkpoint and explanations already made")
     sw.add_argument("--dry-run", action="store_true", help="print the training commands and stop")
+    from explain.commstudy import add_arguments as commstudy_arguments
+    commstudy_arguments(sub.add_parser(
+        "commstudy", help="train a one-factor-at-a-time grid over the broker's channel (latency, loss, bandwidth, "
+                          "topology, NoComm) x seeds, explain each run, report (commstudy.csv/.md, index.html)"))
+    cu = sub.add_parser("curves", help="learning curves of a run (metrics.jsonl): a PNG and the first and last "
+                                        "evaluation per agent")
+    cu.add_argument("run_dir", metavar="RUN_DIR")
+    cu.add_argument("--out", help="PNG file (default: RUN_DIR/curves.png)")
     sub.add_parser("keys", help="CURVE keys: `magicmask keys generate DIR [--agents N]` (see docs/DEPLOY.md)")
     c = sub.add_parser("config", help="print the resolved config (with --reference: every field with its help)")
     _common(c)
@@ -102,9 +110,13 @@ def _logging(cfg: C.Config, role: str) -> None:
                         format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s")
 
 
-def explain_main(args) -> int:
-    """`explain`, `compare` and `sweep` (they read finished runs; no process is started except by sweep)."""
+def explain_main(args, argv: list[str] | None = None) -> int:
+    """`explain`, `curves`, `compare`, `sweep` and `commstudy` (they read finished runs; sweep and commstudy start
+    runs)."""
     try:
+        if args.cmd == "commstudy":
+            from explain.commstudy import main as commstudy_main
+            return commstudy_main(args, argv)
         if args.cmd == "explain":
             from explain.explain_cmd import run_explain, summary_table
             if not (Path(args.run_dir) / "config.yaml").is_file():
@@ -113,6 +125,12 @@ def explain_main(args) -> int:
             out = run_explain(args.run_dir, args.checkpoint, args.set, report=not args.no_report)
             print(summary_table(__import__("json").loads((out / "metrics.json").read_text())))
             print(f"report folder: {out}" + (f"  (open {out / 'index.html'})" if (out / "index.html").is_file() else ""))
+            return 0
+        if args.cmd == "curves":
+            from explain.curves import plot_curves, read_curves, summary
+            curves = read_curves(args.run_dir)
+            print("\n".join(summary(curves)))
+            print(f"curves: {plot_curves(curves, args.out or Path(args.run_dir) / 'curves.png', Path(args.run_dir).name)}")
             return 0
         if args.cmd == "compare":
             from explain.compare import run_compare
@@ -136,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         from protocol.security import main as keys_main
         return keys_main(argv[1:])
     args = parser().parse_args(argv)
-    if args.cmd in ("explain", "compare", "sweep"):
-        return explain_main(args)
+    if args.cmd in ("explain", "curves", "compare", "sweep", "commstudy"):
+        return explain_main(args, argv)
     try:
         cfg, run_dir = resolve(args)
         from actors.envs import env_spec

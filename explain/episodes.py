@@ -14,7 +14,7 @@ from actors.envs import make_env
 from actors.envs.base import TeamWorld
 from actors.evaluation import play_episode
 from learner import checkpoint
-from learner.networks import AgentNets, nets_for
+from learner.networks import AgentNets, group_nets, nets_for
 from protocol import config as C
 
 
@@ -82,7 +82,9 @@ class TrainedRun:
 
 
 def load_run(run_dir: str | Path, ckpt: str | Path | None = None) -> TrainedRun:
-    """The run's config and its final (or the given) checkpoint, one AgentPolicy per agent."""
+    """The run's config and its final (or the given) checkpoint, one AgentPolicy per agent, each built from
+    its own network group (agents with differently shaped observations, e.g. Dou Dizhu's roles, are stacked
+    in separate groups: learner/checkpoint.py)."""
     run_dir = Path(run_dir)
     cfg = C.load(run_dir / "config.yaml", environ={})
     path = Path(ckpt) if ckpt else checkpoint.latest(run_dir / "checkpoints")
@@ -90,13 +92,18 @@ def load_run(run_dir: str | Path, ckpt: str | Path | None = None) -> TrainedRun:
         raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'} (train first: magicmask run)")
     st = checkpoint.load(path)
     spec = make_env(cfg, 0).spec
-    nets = nets_for(spec, cfg.ppo.hidden, cfg.run.agents)
-    nets.load_state_dict(st["nets"])
-    policies = []
-    for a in range(cfg.run.agents):
-        one = nets_for(spec, cfg.ppo.hidden, 1)
-        one.load_agent_state(0, nets.agent_state(a))
-        policies.append(AgentPolicy(one, cfg.mask.tau))
+    head = cfg.ppo.action_head
+    groups, states = group_nets(spec, cfg.ppo.hidden, action_head=head), checkpoint.group_states(st)
+    if len(states) != len(groups):
+        raise ValueError(f"checkpoint {path} holds {len(states)} network group(s), env {cfg.env.name!r} with "
+                         f"{cfg.run.agents} agents has {len(groups)}")
+    policies: list[AgentPolicy] = [None] * cfg.run.agents  # type: ignore[list-item]
+    for (agents, nets), gs in zip(groups, states):
+        nets.load_state_dict(gs["nets"])
+        for j, a in enumerate(agents):
+            one = nets_for(spec.for_agent(a), cfg.ppo.hidden, 1, action_head=head)
+            one.load_agent_state(0, nets.agent_state(j))
+            policies[a] = AgentPolicy(one, cfg.mask.tau)
     return TrainedRun(cfg, run_dir, policies, int(st["version"]))
 
 

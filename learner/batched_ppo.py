@@ -92,6 +92,15 @@ def behaviour_probs(pi, legal, m, eps, masked, guided):
     return torch.where(guided[..., None].bool(), pi, mu)
 
 
+def action_columns(legal: torch.Tensor) -> torch.Tensor | None:
+    """Sorted ids of the actions legal somewhere in `legal[..., A]`, or None when that is every action.
+    An action that is illegal in every sample has probability 0 in every term of the losses (surrogate,
+    entropy, KL(pi || mu)), so leaving its logit out changes no value and no gradient. Dou Dizhu's minibatches
+    use a few hundred of its 27,472 actions, and the policy head then computes only those columns."""
+    seen = legal.reshape(-1, legal.shape[-1]).any(0)
+    return None if bool(seen.all()) else seen.nonzero().squeeze(-1)
+
+
 def kl_pi_mu(logp_all, legal, m, eps, masked, guided):
     """KL(pi || mu) per state, summed over the legal actions; logp_all is the legal-masked log pi."""
     pi = logp_all.exp()
@@ -143,10 +152,8 @@ class BatchedPPO:
         self.ppo, self.mask = ppo_cfg, mask_cfg
         # One Adam over the stacked parameters, eps 1e-5 (CleanRL); two groups with their own learning rates
         self.optimizer = StackedAdam([
-            {"params": [*nets.policy.parameters(), *nets.value.parameters()], "lr": ppo_cfg.lr,
-             "base_lr": ppo_cfg.lr, "name": "policy"},
-            {"params": [*nets.mask.parameters(), *nets.mask_value.parameters()], "lr": mask_cfg.lr,
-             "base_lr": mask_cfg.lr, "name": "mask"},
+            {"params": nets.policy_parameters(), "lr": ppo_cfg.lr, "base_lr": ppo_cfg.lr, "name": "policy"},
+            {"params": nets.mask_parameters(), "lr": mask_cfg.lr, "base_lr": mask_cfg.lr, "name": "mask"},
         ], eps=1e-5)
         self.generator = torch.Generator().manual_seed(seed)  # minibatch permutations (CPU, reproducible)
 
@@ -159,6 +166,18 @@ class BatchedPPO:
         if agents == list(range(n_all)):
             return slice(None)
         return torch.tensor(agents, device=self.device)
+
+    def run_nets(self, obs, legal, actions, sel):
+        """One forward of every network, the policy over the actions legal somewhere in the (mini)batch
+        (`action_columns`). Returns the legal-masked log pi over those columns [n, B, K], the legal mask over
+        them, log pi of `actions` [n, B], the value, the mask's keep logit and the mask's value."""
+        cols = action_columns(legal)
+        logits, value, mask_logit, mask_value = self.nets(obs, sel, cols)
+        if cols is not None:
+            legal, actions = legal[..., cols], torch.searchsorted(cols, actions)
+        logp_all = F.log_softmax(masked_logits(logits, legal), -1)
+        logp = logp_all.gather(-1, actions[..., None]).squeeze(-1)
+        return logp_all, legal, logp, value, mask_logit, mask_value
 
     # ---- before the epochs: advantages, returns, the proximal policies, batch statistics
     @torch.no_grad()
@@ -201,9 +220,7 @@ class BatchedPPO:
         d["mask_trains"] = d["mask_applied"] | (d["guided"] & bool(mcfg.learn_from_guided))
 
         # pi_prox and the mask's prox: the nets at the start of the update, recomputed on the batch
-        logits, _, mask_logit, _ = self.nets(d["obs"], sel)
-        logp_all = F.log_softmax(masked_logits(logits, d["legal"]), -1)
-        d["logp_prox"] = logp_all.gather(-1, d["actions"][..., None]).squeeze(-1)
+        logp_all, legal, d["logp_prox"], _, mask_logit, _ = self.run_nets(d["obs"], d["legal"], d["actions"], sel)
         d["mask_logp_prox"] = bernoulli_logp(mask_logit, d["perturbed"])
         # The mask's behaviour: the recorded m (perturb with 1 - m); logs floored so no -inf enters a product
         d["mask_logp_mu"] = torch.where(d["perturbed"], torch.log1p(-d["m"]), torch.log(d["m"])).clamp_min(-40.0)
@@ -214,7 +231,7 @@ class BatchedPPO:
         stats = {
             "keep_rate": d["m"].mean(-1),                                        # mean recorded m
             "perturb_share": (d["m"] <= mcfg.tau).to(dt).mean(-1),               # share of steps with m <= tau
-            "kl_pi_mu": kl_pi_mu(logp_all, d["legal"], d["m"], d["eps"], d["masked"], d["guided"]).mean(-1),
+            "kl_pi_mu": kl_pi_mu(logp_all, legal, d["m"], d["eps"], d["masked"], d["guided"]).mean(-1),
             "explained_variance": torch.where(var_ret > 0, ev, torch.zeros_like(ev)),  # 0 when returns are constant
             "is_weight_mean": torch.exp(d["logp_prox"] - d["logp_mu"]).clamp(max=ppo.is_clip).mean(-1),
         }
@@ -224,15 +241,12 @@ class BatchedPPO:
     def loss(self, mb: dict[str, torch.Tensor], sel):
         """Returns (scalar loss = sum over agents, per-agent stats [n] detached)."""
         ppo, mcfg = self.ppo, self.mask
-        logits, value, mask_logit, mask_value = self.nets(mb["obs"], sel)  # one forward, every agent
-
-        # -- policy: illegal actions masked in every distribution
-        logp_all = F.log_softmax(masked_logits(logits, mb["legal"]), -1)
-        logp = logp_all.gather(-1, mb["actions"][..., None]).squeeze(-1)
+        # one forward, every agent; the policy: illegal actions masked in every distribution
+        logp_all, legal, logp, value, mask_logit, mask_value = self.run_nets(mb["obs"], mb["legal"], mb["actions"], sel)
         adv = normalize(mb["adv"]) if ppo.norm_adv else mb["adv"]          # per minibatch, per agent
         pg_loss = clipped_policy_loss(logp, mb["logp_prox"], mb["logp_mu"], adv, ppo.clip, ppo.is_clip).mean(-1)
         v_loss = clipped_value_loss(value, mb["values"], mb["ret"], ppo.vf_clip).mean(-1)  # clipped around recorded V
-        entropy = legal_entropy(logp_all, mb["legal"]).mean(-1)            # entropy bonus, legal-masked
+        entropy = legal_entropy(logp_all, legal).mean(-1)                  # entropy bonus, legal-masked
         policy_total = pg_loss - ppo.ent_coef * entropy + ppo.vf_coef * v_loss
 
         # -- mask: the same decoupled objective on its Bernoulli action, only where its coin decided (and on
@@ -249,7 +263,7 @@ class BatchedPPO:
         mask_loss = mask_pg + mask_reg
         if mcfg.lambda2 > 0:  # lambda_2 KL(pi || mu) with mu built from the current m; pi is held fixed here
             mask_loss = mask_loss + mcfg.lambda2 * kl_pi_mu(
-                logp_all.detach(), mb["legal"], m, mb["eps"], mb["masked"], mb["guided"]).mean(-1)
+                logp_all.detach(), legal, m, mb["eps"], mb["masked"], mb["guided"]).mean(-1)
         mask_v_loss = clipped_value_loss(mask_value, mb["mask_values"], mb["mask_ret"], ppo.vf_clip).mean(-1)  # all steps
         mask_total = mask_loss + ppo.vf_coef * mask_v_loss
 

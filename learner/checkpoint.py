@@ -1,6 +1,11 @@
 """Atomic checkpoints: write to a temporary file in the same folder, fsync, then rename over the target,
 so a crash mid-write never leaves a half checkpoint. Loaded with `weights_only=True`: a checkpoint holds
-tensors and plain Python values only, never pickled objects."""
+tensors and plain Python values only, never pickled objects.
+
+Network states: a run whose agents form one network group (every env but Dou Dizhu) keeps the original
+format, "nets" and "optim" at the top level; a run with several groups (EnvSpec.groups()) stores
+"groups": [{"agents": [ids], "nets": ..., "optim": ...}] in group order. `group_states` reads both.
+"""
 from __future__ import annotations
 
 import os
@@ -44,3 +49,11 @@ def latest(folder: Path) -> Path | None:
 
 def load(path: Path, device="cpu") -> dict:
     return torch.load(path, map_location=device, weights_only=True)
+
+
+def group_states(state: dict) -> list[dict]:
+    """[{"nets": state dict, "optim": optimizer state (when saved), "agents": ids (multi-group only)}], one per
+    network group in the order of EnvSpec.groups()."""
+    if "groups" in state:
+        return list(state["groups"])
+    return [{k: state[k] for k in ("nets", "optim") if k in state}]

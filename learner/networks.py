@@ -8,6 +8,16 @@ runs a layer for every agent at once (docs/BENCHMARKS.md).
                                    `mask_init_bias`, so m ~ sigmoid(mask_init_bias) everywhere at start)
   mask_value  obs -> V_mask(s)    (the mask's own critic, head gain 1.0)
 
+The policy head comes in two kinds (`ppo.action_head`):
+  dense       the last layer maps the hidden layer to one logit per action id (A outputs)
+  features    the env gives a fixed feature table E[A, F] (learner/action_features.py); `policy` maps obs to
+              an embedding f(s)[H] (gain 0.01: near-uniform start), `action_encoder` maps E[a] to g(a)[H],
+              and logit(s, a) = <f(s), g(a)>. Actions that share cards share parameters, so what is learned
+              about one action carries over to the actions like it (docs/ALGORITHM.md has the measurement).
+
+Agents whose observations differ in shape cannot share a stack: `group_nets` builds one `AgentNets` per
+group of `EnvSpec.groups()`.
+
 Weights travel as one agent's slice: `agent_state(i)` gives {name: float32 array without the agent
 dimension} and `load_agent_state(i, arrays)` validates and loads such a dict; the actor builds
 `AgentNets(n_agents=1, ...)` and loads slice 0.
@@ -46,9 +56,13 @@ class StackedLinear(nn.Module):
                 nn.init.orthogonal_(w, gain, generator=generator)
                 self.weight[i].copy_(w.T)
 
-    def forward(self, x: torch.Tensor, sel=slice(None)) -> torch.Tensor:
-        """`sel` picks the agents (a slice or an index tensor) whose slices x belongs to."""
-        return torch.baddbmm(self.bias[sel], x, self.weight[sel])
+    def forward(self, x: torch.Tensor, sel=slice(None), cols: torch.Tensor | None = None) -> torch.Tensor:
+        """`sel` picks the agents (a slice or an index tensor) whose slices x belongs to; `cols` (sorted output
+        ids) computes only those outputs: [N, B, len(cols)]."""
+        w, b = self.weight[sel], self.bias[sel]
+        if cols is not None:
+            w, b = w[..., cols], b[..., cols]
+        return torch.baddbmm(b, x, w)
 
 
 class StackedMLP(nn.Sequential):
@@ -61,9 +75,11 @@ class StackedMLP(nn.Sequential):
             StackedLinear(n_agents, hidden, hidden, g, generator=generator), nn.Tanh(),
             StackedLinear(n_agents, hidden, out_features, head_gain, head_bias, generator=generator))
 
-    def forward(self, x: torch.Tensor, sel=slice(None)) -> torch.Tensor:
-        for layer in self:
-            x = layer(x, sel) if isinstance(layer, StackedLinear) else layer(x)
+    def forward(self, x: torch.Tensor, sel=slice(None), cols: torch.Tensor | None = None) -> torch.Tensor:
+        """`cols` restricts the last layer's outputs (see StackedLinear)."""
+        last = len(self) - 1
+        for i, layer in enumerate(self):
+            x = layer(x, sel, cols if i == last else None) if isinstance(layer, StackedLinear) else layer(x)
         return x
 
 
@@ -111,14 +127,27 @@ class StackedNatureCNN(nn.Module):
 class AgentNets(nn.Module):
     """Per agent: policy, value, mask and mask value. Flat observations use four separate MLPs; image
     observations (`image_shape` = (C, H, W)) use two Nature-CNN torsos, one shared by the policy and its
-    critic (as in CleanRL's ppo_atari) and one by the mask and its critic, with linear heads."""
+    critic (as in CleanRL's ppo_atari) and one by the mask and its critic, with linear heads.
+    `action_features` (a table [n_actions, F], flat observations only) selects the features policy head."""
 
     def __init__(self, n_agents: int, obs_dim: int, n_actions: int, hidden: int = 64,
-                 mask_init_bias: float = 0.0, seed: int | None = None, image_shape: tuple | None = None):
+                 mask_init_bias: float = 0.0, seed: int | None = None, image_shape: tuple | None = None,
+                 action_features: np.ndarray | None = None):
         super().__init__()
         self.n_agents, self.obs_dim, self.n_actions, self.hidden = n_agents, obs_dim, n_actions, hidden
         self.image_shape = tuple(image_shape) if image_shape else None
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.action_encoder = None
+        self._embedding_cache = None
+        if action_features is not None:
+            table = torch.tensor(np.asarray(action_features, np.float32))
+            if self.image_shape or table.ndim != 2 or table.shape[0] != n_actions:
+                image = " and image observations" if self.image_shape else ""
+                raise ValueError(f"action features: a table [n_actions={n_actions}, F] with flat observations, "
+                                 f"got shape {tuple(table.shape)}{image}")
+            # not saved with the weights: every process rebuilds the same table from the env's name
+            self.register_buffer("action_table", table, persistent=False)
+            self.action_encoder = StackedMLP(n_agents, table.shape[1], hidden, hidden, 1.0, generator=gen)
         if self.image_shape:
             c, h, w = self.image_shape
             self.torso = StackedNatureCNN(n_agents, c, (h, w), gen)
@@ -128,7 +157,8 @@ class AgentNets(nn.Module):
             self.mask = StackedLinear(n_agents, 512, 1, 0.01, mask_init_bias, generator=gen)
             self.mask_value = StackedLinear(n_agents, 512, 1, 1.0, generator=gen)
             return
-        self.policy = StackedMLP(n_agents, obs_dim, hidden, n_actions, 0.01, generator=gen)
+        policy_out = hidden if self.action_encoder is not None else n_actions
+        self.policy = StackedMLP(n_agents, obs_dim, hidden, policy_out, 0.01, generator=gen)
         self.value = StackedMLP(n_agents, obs_dim, hidden, 1, 1.0, generator=gen)
         self.mask = StackedMLP(n_agents, obs_dim, hidden, 1, 0.01, mask_init_bias, generator=gen)
         self.mask_value = StackedMLP(n_agents, obs_dim, hidden, 1, 1.0, generator=gen)
@@ -137,22 +167,57 @@ class AgentNets(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.value.weight.dtype if self.image_shape else self.value[0].weight.dtype
 
-    def forward(self, obs: torch.Tensor, sel=slice(None)):
+    def policy_parameters(self) -> list[nn.Parameter]:
+        """What the policy loss trains: the policy and its critic, their shared torso, the action encoder."""
+        mods = [self.policy, self.value, getattr(self, "torso", None), self.action_encoder]
+        return [p for m in mods if m is not None for p in m.parameters()]
+
+    def mask_parameters(self) -> list[nn.Parameter]:
+        """What the mask loss trains: the mask and its critic, and their shared torso."""
+        mods = [self.mask, self.mask_value, getattr(self, "mask_torso", None)]
+        return [p for m in mods if m is not None for p in m.parameters()]
+
+    def action_embeddings(self, sel=slice(None), actions: torch.Tensor | None = None) -> torch.Tensor:
+        """g(E[actions]) for the selected agents: [n, len(actions) or A, H]. The full table's embeddings are
+        cached while gradients are off (acting, evaluating) and the encoder's weights are unchanged: every
+        in-place change to a parameter (loading weights, an optimizer step) bumps its version counter, which
+        is part of the cache key."""
+        key = None
+        if actions is None and not torch.is_grad_enabled() and isinstance(sel, slice) and sel == slice(None):
+            key = tuple((p.data_ptr(), p._version) for p in self.action_encoder.parameters())
+            if self._embedding_cache is not None and self._embedding_cache[0] == key:
+                return self._embedding_cache[1]
+        n = self.n_agents if isinstance(sel, slice) else len(sel)
+        table = self.action_table if actions is None else self.action_table[actions]
+        emb = self.action_encoder(table.to(self.dtype).expand(n, -1, -1), sel)
+        if key is not None:
+            self._embedding_cache = (key, emb)
+        return emb
+
+    def policy_logits(self, x: torch.Tensor, sel=slice(None), actions: torch.Tensor | None = None) -> torch.Tensor:
+        """x[n, B, obs_dim] -> logits[n, B, A] (or only the columns `actions`) with the dense or the features head."""
+        if self.action_encoder is None:
+            return self.policy(x, sel, actions)
+        return torch.bmm(self.policy(x, sel), self.action_embeddings(sel, actions).transpose(1, 2))
+
+    def forward(self, obs: torch.Tensor, sel=slice(None), actions: torch.Tensor | None = None):
         """obs[N, B, *obs] of any numeric dtype -> logits[N,B,A], value[N,B], mask_logit[N,B], mask_value[N,B].
 
         `sel` (a slice or an index tensor of agent ids) runs only those agents' slices; obs then has
-        len(sel) on its first axis. Gradients reach only the selected slices."""
+        len(sel) on its first axis. Gradients reach only the selected slices. `actions` (sorted action ids)
+        computes only those logits, [N, B, len(actions)]: the learner passes the actions legal anywhere in
+        its batch, which for Dou Dizhu is a few hundred of 27,472 (see BatchedPPO)."""
         if self.image_shape:
             if tuple(obs.shape[2:]) != self.image_shape:
                 raise ValueError(f"observation shape {tuple(obs.shape[2:])}, the nets expect {self.image_shape}")
             x = obs.to(self.dtype)
             h, hm = self.torso(x, sel), self.mask_torso(x, sel)
-            return (self.policy(h, sel), self.value(h, sel).squeeze(-1),
+            return (self.policy(h, sel, actions), self.value(h, sel).squeeze(-1),
                     self.mask(hm, sel).squeeze(-1), self.mask_value(hm, sel).squeeze(-1))
         x = obs.reshape(*obs.shape[:2], -1).to(self.dtype)
         if x.shape[-1] != self.obs_dim:
             raise ValueError(f"observation has {x.shape[-1]} features once flattened, the nets expect {self.obs_dim}")
-        return (self.policy(x, sel), self.value(x, sel).squeeze(-1),
+        return (self.policy_logits(x, sel, actions), self.value(x, sel).squeeze(-1),
                 self.mask(x, sel).squeeze(-1), self.mask_value(x, sel).squeeze(-1))
 
     # ---------------- one agent's slice: how weights travel ----------------
@@ -187,7 +252,34 @@ class AgentNets(nn.Module):
                 p[i].copy_(torch.from_numpy(np.array(arrays[name])))  # a copy: received buffers are read-only
 
 
-def nets_for(spec, hidden: int, n_agents: int, mask_init_bias: float = 0.0, seed: int | None = None) -> AgentNets:
-    """The networks an environment needs: a CNN for (C, H, W) image observations, MLPs otherwise."""
+ACTION_HEADS = ("dense", "features")
+
+
+def nets_for(spec, hidden: int, n_agents: int, mask_init_bias: float = 0.0, seed: int | None = None,
+             action_head: str = "dense") -> AgentNets:
+    """The networks for agents with `spec.obs_shape`: a CNN for (C, H, W) image observations, MLPs otherwise;
+    the "features" action head scores actions with the table the spec names (`spec.action_features`)."""
+    if action_head not in ACTION_HEADS:
+        raise ValueError(f"ppo.action_head={action_head!r}: allowed values are {', '.join(ACTION_HEADS)}")
+    table = None
+    if action_head == "features":
+        if not spec.action_features:
+            raise ValueError(f"ppo.action_head='features' needs an env with action features; env "
+                             f"{spec.name or '?'!r} has none (use ppo.action_head=dense)")
+        from learner.action_features import action_feature_table
+        table = action_feature_table(spec.action_features)
     image = tuple(spec.obs_shape) if len(spec.obs_shape) == 3 else None
-    return AgentNets(n_agents, spec.obs_dim, spec.n_actions, hidden, mask_init_bias, seed, image_shape=image)
+    return AgentNets(n_agents, spec.obs_dim, spec.n_actions, hidden, mask_init_bias, seed, image_shape=image,
+                     action_features=table)
+
+
+def group_nets(spec, hidden: int, mask_init_bias: float = 0.0, seed: int | None = None,
+               action_head: str = "dense") -> list[tuple[list[int], AgentNets]]:
+    """One stacked AgentNets per group of agents sharing an observation shape (`spec.groups()`), as
+    [(agent ids, nets)]. Group k is seeded with seed + k, so a single group is exactly
+    nets_for(spec, hidden, n_agents, ..., seed)."""
+    out = []
+    for k, (_, agents) in enumerate(spec.groups()):
+        out.append((agents, nets_for(spec.for_agent(agents[0]), hidden, len(agents), mask_init_bias,
+                                     None if seed is None else seed + k, action_head)))
+    return out

@@ -6,6 +6,12 @@ pipe blocks actors, training data is never dropped silently), PUB weights (topic
 message complete on its own: last-value semantics) and "stop", ROUTER for late joiners asking for the
 current weights.
 
+Network groups: agents whose observations differ in shape (Dou Dizhu's landlord and peasants) cannot share
+one stack of parameters, so the learner holds one `NetGroup` (stacked AgentNets, BatchedPPO, Adam state) per
+group of `EnvSpec.groups()`, and an update runs one vectorised update per group that has ready agents: a
+loop over groups (one or two), never over the agents inside one. Each fragment's observations are checked
+against its own agent's shape; a fragment with another group's shape is dropped (cause "shape").
+
 Batch rule: an update runs when every live agent has `fragments_per_batch` fragments, or when
 `batch_deadline_s` passed since the first agent had its batch (then with the agents that have one).
 Fragments whose policy version lags by more than `max_policy_lag` are dropped and counted; a fragment
@@ -28,6 +34,7 @@ import logging
 import signal
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +44,7 @@ from prometheus_client import Counter, Gauge, start_http_server
 
 from learner import checkpoint
 from learner.batched_ppo import BatchedPPO
-from learner.networks import nets_for
+from learner.networks import AgentNets, group_nets
 from protocol import messages as M
 from protocol.codec import Sender
 from protocol.config import Config
@@ -68,6 +75,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+@dataclass
+class NetGroup:
+    """Agents that share an observation shape: their stacked networks and the update that trains them."""
+    agents: list[int]
+    nets: AgentNets
+    ppo: BatchedPPO
+
+
 class Learner:
     def __init__(self, cfg: Config, spec: EnvSpec, run_dir: Path, stop_event=None):
         self.cfg, self.spec, self.run_dir = cfg, spec, Path(run_dir)
@@ -75,8 +90,13 @@ class Learner:
         self.device = resolve_device(cfg.learner.device)
         self.n = cfg.run.agents
         torch.manual_seed(cfg.run.seed)
-        self.nets = nets_for(spec, cfg.ppo.hidden, self.n, cfg.mask.init_bias, seed=cfg.run.seed).to(self.device)
-        self.ppo = BatchedPPO(self.nets, cfg.ppo, cfg.mask, self.device)
+        self.groups = []
+        for agents, nets in group_nets(spec, cfg.ppo.hidden, cfg.mask.init_bias, cfg.run.seed, cfg.ppo.action_head):
+            nets = nets.to(self.device)
+            self.groups.append(NetGroup(agents, nets, BatchedPPO(nets, cfg.ppo, cfg.mask, self.device)))
+        # agent id -> (its group, its index in the group's stack)
+        self.slot = {a: (g, j) for g in self.groups for j, a in enumerate(g.agents)}
+        self.obs_shapes = [spec.for_agent(a).obs_shape for a in range(self.n)]
         self.version = 0
         self.consumed = np.zeros(self.n, np.int64)       # env steps trained on, per agent
         self.pending: dict[int, list] = defaultdict(list)
@@ -86,13 +106,15 @@ class Learner:
         self.trained_fragments = np.zeros(self.n, np.int64)  # of the agent's current incarnation: its credit
         self.retired: set[tuple[int, int]] = set()
         self.last_eval: dict[int, dict] = {}
+        self.last_comm: dict[int, dict] = {}  # the actor's cumulative snapshot-use figures (fragment body "comm")
         self.returns: dict[int, list] = defaultdict(list)
         self.lags: dict[int, list] = defaultdict(list)
         self.drops = DropLog(log)
         self.sender = Sender(-1)
         self.max_bytes = int(cfg.net.max_message_mb * 2**20)
+        # the observation shape is per agent: checked in on_fragment, once the sender is known
         self.context = {"T": cfg.actor.fragment_len, "E": cfg.env.copies, "A": spec.n_actions,
-                        "obs": spec.obs_shape, "obs_dtype": spec.obs_dtype}
+                        "obs_dtype": spec.obs_dtype}
         self.stopping = False
         self.tb = None
         if cfg.learner.resume or (cfg.learner.resume_if_checkpoint
@@ -101,8 +123,15 @@ class Learner:
 
     # ---------------- state ----------------
     def state(self) -> dict:
-        return {"nets": self.nets.state_dict(), "optim": self.ppo.optimizer.state_dict(),
-                "version": self.version, "consumed": torch.as_tensor(self.consumed), "spec": self.spec.to_dict()}
+        """Everything --resume needs; one group keeps the original format (learner/checkpoint.py)."""
+        st = {"version": self.version, "consumed": torch.as_tensor(self.consumed), "spec": self.spec.to_dict()}
+        groups = [{"agents": g.agents, "nets": g.nets.state_dict(), "optim": g.ppo.optimizer.state_dict()}
+                  for g in self.groups]
+        if len(groups) == 1:
+            st.update(nets=groups[0]["nets"], optim=groups[0]["optim"])
+        else:
+            st["groups"] = groups
+        return st
 
     def resume(self) -> None:
         path = checkpoint.latest(self.run_dir / "checkpoints")
@@ -111,8 +140,13 @@ class Learner:
         st = checkpoint.load(path, self.device)
         if st["spec"] != self.spec.to_dict():
             raise ValueError(f"--resume: checkpoint {path} was made for env spec {st['spec']}, this run has {self.spec.to_dict()}")
-        self.nets.load_state_dict(st["nets"])
-        self.ppo.optimizer.load_state_dict(st["optim"])
+        for g, gs in zip(self.groups, checkpoint.group_states(st)):  # same spec: same groups, same order
+            try:
+                g.nets.load_state_dict(gs["nets"])
+                g.ppo.optimizer.load_state_dict(gs["optim"])
+            except (RuntimeError, ValueError) as e:
+                raise ValueError(f"--resume: checkpoint {path} does not fit the networks of agents {g.agents} "
+                                 f"(were ppo.hidden or ppo.action_head changed?): {e}") from e
         self.version = int(st["version"])
         self.consumed = st["consumed"].numpy().astype(np.int64)
         log.info("resumed from %s at version %d, steps %s", path, self.version, self.consumed.tolist())
@@ -134,7 +168,8 @@ class Learner:
         release(self.frag_sock.context)  # stop the CURVE authenticator, if any
 
     def weights_frames(self, agent: int) -> list:
-        arrays = self.nets.agent_state(agent)
+        group, j = self.slot[agent]
+        arrays = group.nets.agent_state(j)
         body = {"target": agent, "env_steps": int(self.consumed[agent]),
                 "incarnation": self.incarnation.get(agent, 0), "fragments": int(self.trained_fragments[agent])}
         return self.sender.pack(M.WEIGHTS, body, arrays, policy_version=self.version)
@@ -156,6 +191,11 @@ class Learner:
         if not 0 <= a < self.n:
             self.drops.drop("fragments", "schema", f"agent id {a} not in 0..{self.n - 1}")
             return
+        got = tuple(msg.arrays["obs"].shape[2:])
+        if got != self.obs_shapes[a]:
+            self.drops.drop("fragments", "shape", f"Fragment.obs of agent {a}: observation shape {list(got)}, "
+                                                  f"expected agent {a}'s {list(self.obs_shapes[a])}")
+            return
         if (a, msg.incarnation) in self.retired:
             self.drops.drop("fragments", "old_incarnation", f"agent {a} incarnation {msg.incarnation} was replaced")
             return
@@ -169,6 +209,10 @@ class Learner:
             self.trained_fragments[a] = 0
             RESTARTS.labels(a).inc()
         self.last_seen[a] = time.monotonic()
+        comm = msg.body.get("comm")  # optional; kept even from a stale fragment: it describes the channel
+        if isinstance(comm, dict):
+            self.last_comm[a] = {str(k): float(v) for k, v in comm.items()
+                                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
         lag = self.version - msg.policy_version
         AGENT_LAG.labels(a).set(lag)
         self.lags[a].append(lag)
@@ -221,11 +265,19 @@ class Learner:
         return batch
 
     def update(self, agents: list[int]) -> None:
+        """One batched update of `agents`: per network group, one vectorised update of its ready agents."""
         t0 = time.monotonic()
-        batch = self.make_batch(agents)
-        steps = batch["actions"][0].numel()
         lr_frac = max(0.0, 1.0 - float(self.consumed.mean()) / self.cfg.run.total_steps) if self.cfg.ppo.anneal_lr else 1.0
-        stats = self.ppo.update(batch, agents, lr_frac, tick=self.heartbeat)  # a long update stays audible
+        stats: dict[int, dict[str, float]] = {}
+        steps = self.cfg.actor.fragment_len * self.cfg.env.copies * self.cfg.learner.fragments_per_batch
+        for g in self.groups:
+            members = [a for a in agents if self.slot[a][0] is g]
+            if not members:
+                continue
+            out = g.ppo.update(self.make_batch(members), [self.slot[a][1] for a in members], lr_frac,
+                               tick=self.heartbeat)  # a long update stays audible
+            for j, a in enumerate(members):
+                stats[a] = {k: float(v[j]) for k, v in out.items()}
         self.version += 1
         for a in agents:
             self.consumed[a] += steps
@@ -237,7 +289,7 @@ class Learner:
         if self.version % self.cfg.learner.checkpoint_every == 0:
             self.save()
 
-    def record(self, agents, stats, steps, update_s) -> None:
+    def record(self, agents, stats: dict[int, dict[str, float]], steps, update_s) -> None:
         UPDATES.inc()
         VERSION.set(self.version)
         now = time.time()
@@ -245,9 +297,9 @@ class Learner:
         sps = float(self.consumed.sum() - self.consumed_start) / max(elapsed, 1e-9)
         SPS.set(sps)
         row = {"time": now, "version": self.version, "update_s": update_s, "steps_per_s": sps, "agents": {}}
-        for j, a in enumerate(agents):
+        for a in agents:
             rets = self.returns.pop(a, [])
-            d = {k: float(v[j]) for k, v in stats.items()}
+            d = dict(stats[a])
             d["env_steps"] = int(self.consumed[a])
             lags = self.lags.pop(a, [])
             if lags:
@@ -262,6 +314,8 @@ class Learner:
                 d["eval"] = ev
                 if abs(ev.get("return_plain", 0.0)) > 1e-9:
                     d["reward_preservation"] = ev["return_masked"] / ev["return_plain"]
+            if a in self.last_comm:
+                d["comm"] = self.last_comm[a]
             row["agents"][str(a)] = d
             if self.tb is not None:
                 step = int(self.consumed[a])

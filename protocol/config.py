@@ -44,7 +44,8 @@ class RunConfig:
 
 @dataclass
 class EnvConfig:
-    name: str = opt("connect4", "Environment: gates, connect4, or a PettingZoo env as 'package.module:factory'.")
+    name: str = opt("connect4", "Environment: gates, connect4, highway, pong, pong2, doudizhu, grf-3v1, or a PettingZoo env as "
+                    "'package.module:factory'.")
     copies: int = opt(4, "Env copies per actor (E).", ge=1, le=256)
     max_episode_steps: int = opt(0, "Truncate episodes after this many of the agent's steps (0: the env's own limit).", ge=0)
     kwargs: dict = opt({}, "Keyword arguments for the environment's constructor.")
@@ -117,6 +118,10 @@ class PPOConfig:
     minibatches: int = opt(4, "Minibatches per pass.", ge=1)
     is_clip: float = opt(2.0, "Truncation bound of the importance weight pi_prox / mu (decoupled objective).", gt=0.0)
     hidden: int = opt(64, "Hidden units of every MLP (two layers).", ge=1, le=8192)
+    action_head: str = opt(
+        "dense", "Policy head: dense (one logit per action id from the last hidden layer) or features (logit = "
+        "<f(s), g(E[a])>, scoring each action by the env's fixed action-feature table E; only for envs that have "
+        "one, e.g. doudizhu). docs/ALGORITHM.md compares them.", choices=["dense", "features"])
     norm_adv: bool = opt(True, "Normalise advantages per minibatch.")
 
 

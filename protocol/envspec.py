@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from protocol.config import ConfigError
 
 # Built-in environment names; the adapters live in actors/envs (protocol imports no other role).
-BUILTIN_ENVS = ("gates", "connect4", "highway", "pong", "pong2")
+BUILTIN_ENVS = ("gates", "connect4", "highway", "pong", "pong2", "doudizhu", "grf-3v1")
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -20,12 +20,37 @@ def check_env_name(name: str) -> None:
 
 @dataclass(frozen=True)
 class EnvSpec:
+    """One agent's view of the run's environment, plus what every agent's networks need.
+
+    `obs_shape` is the observation shape of the agent whose env reports the spec (agent 0 for the run's spec
+    from `env_spec(cfg)`). When agents see differently shaped observations (Dou Dizhu: the landlord 790
+    values, the peasants 901) `agent_obs_shapes` lists every agent's, and agents of one shape form a network
+    group (`groups()`): the learner stacks the networks of a group and updates each group in one pass. It is
+    None when every agent shares `obs_shape`, so such specs (and their checkpoints) read as they always did.
+    `action_features` names a fixed per-action feature table (learner/action_features.py) that the
+    "features" policy head scores actions with; "" when the env has none.
+    """
     obs_shape: tuple[int, ...]
-    obs_dtype: str          # numpy dtype name, e.g. "float32" or "uint8"
+    obs_dtype: str          # numpy dtype name, e.g. "float32" or "uint8"; the same for every agent
     n_actions: int
     n_agents: int           # agents the run trains
     shared_world: bool      # True: the agents act in one world (other seats played by peers)
     name: str = ""
+    agent_obs_shapes: tuple[tuple[int, ...], ...] | None = None
+    action_features: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "obs_shape", tuple(int(d) for d in self.obs_shape))
+        shapes = self.agent_obs_shapes
+        if shapes is None:
+            return
+        shapes = tuple(tuple(int(d) for d in s) for s in shapes)
+        if len(shapes) != self.n_agents:
+            raise ValueError(f"EnvSpec.agent_obs_shapes has {len(shapes)} shapes for n_agents={self.n_agents}")
+        if self.obs_shape not in shapes:
+            raise ValueError(f"EnvSpec.obs_shape={self.obs_shape} is none of agent_obs_shapes={shapes}")
+        # one shape for all: the plain single-group spec, equal (and serialised) as if none were given
+        object.__setattr__(self, "agent_obs_shapes", None if len(set(shapes)) == 1 else shapes)
 
     @property
     def obs_dim(self) -> int:
@@ -34,11 +59,36 @@ class EnvSpec:
             n *= d
         return n
 
+    def for_agent(self, agent: int) -> "EnvSpec":
+        """Agent `agent`'s own spec: the same, with its observation shape (what its env reports)."""
+        if not 0 <= agent < self.n_agents:
+            raise IndexError(f"agent {agent} not in 0..{self.n_agents - 1}")
+        if self.agent_obs_shapes is None:
+            return self
+        return replace(self, obs_shape=self.agent_obs_shapes[agent])
+
+    def groups(self) -> list[tuple[tuple[int, ...], list[int]]]:
+        """[(obs_shape, agent ids)]: agents that share an observation shape, groups ordered by their first
+        agent, ids ascending. One group [(obs_shape, [0 .. n-1])] when all agents share it."""
+        shapes = self.agent_obs_shapes or (self.obs_shape,) * self.n_agents
+        out: dict[tuple[int, ...], list[int]] = {}
+        for agent, shape in enumerate(shapes):
+            out.setdefault(shape, []).append(agent)
+        return list(out.items())
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["obs_shape"] = list(self.obs_shape)
+        if self.agent_obs_shapes is None:
+            del d["agent_obs_shapes"]   # absent, not null: single-group specs serialise as before
+        else:
+            d["agent_obs_shapes"] = [list(s) for s in self.agent_obs_shapes]
+        if not self.action_features:
+            del d["action_features"]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "EnvSpec":
-        return cls(**{**d, "obs_shape": tuple(d["obs_shape"])})
+        shapes = d.get("agent_obs_shapes")
+        return cls(**{**d, "obs_shape": tuple(d["obs_shape"]),
+                      "agent_obs_shapes": None if shapes is None else tuple(tuple(s) for s in shapes)})

@@ -136,6 +136,31 @@ def test_connect4_short_run_writes_metrics_checkpoints_and_tensorboard(tmp_path,
     assert (run_dir / "config.yaml").is_file() and "run directory:" in res.stdout
 
 
+def test_doudizhu_short_run_trains_both_network_groups(tmp_path, free_ports):
+    """Issue #4's smoke run for doudizhu: the landlord and the two peasants (two network groups) train through
+    the real processes; every role reports its evaluation against RLCard's random and rule agents, the
+    checkpoint holds both groups, and load_run rebuilds each agent from its own group."""
+    from explain.episodes import load_run
+    run_dir = tmp_path / "doudizhu"
+    res = subprocess.run(run_cmd(run_dir, "doudizhu.yaml", ["run.total_steps=2048", "actor.fragment_len=64",
+                                                            "env.eval_every=4", "env.eval_episodes=3",
+                                                            "learner.checkpoint_every=2", "run.progress=false",
+                                                            *net_overrides(free_ports(7))]),
+                         cwd=ROOT, capture_output=True, text=True, timeout=420)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    r = rows(run_dir)
+    assert all(a["env_steps"] >= 2048 for a in r[-1]["agents"].values()) and set(r[-1]["agents"]) == {"0", "1", "2"}
+    evals = {a: d["eval"] for row in r for a, d in row["agents"].items() if "eval" in d}
+    for a in ("0", "1", "2"):
+        assert {"vs_random_win", "vs_rule_win", "vs_random_landlord"} <= set(evals[a]), evals.get(a)
+        assert evals[a]["vs_random_landlord"] == float(a == "0")
+    st = checkpoint.load(checkpoint.latest(run_dir / "checkpoints"))
+    assert [g["agents"] for g in st["groups"]] == [[0], [1, 2]]
+    assert [p.nets.obs_dim for p in load_run(run_dir).policies] == [790, 901, 901]
+    for log in (run_dir / "logs").glob("*.log"):
+        assert "Traceback" not in log.read_text(), log.name
+
+
 def test_bad_config_fails_before_any_process_starts(tmp_path):
     res = subprocess.run([sys.executable, "-m", "explain.cli", "run", "--run-dir", str(tmp_path / "x"),
                           "--set", "mask.tau=1.5"], cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -223,6 +248,30 @@ def test_short_real_run_per_environment(tmp_path, free_ports, preset, overrides)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     r = rows(run_dir)
     assert r and all(a["env_steps"] > 0 for a in r[-1]["agents"].values())
+    assert checkpoint.latest(run_dir / "checkpoints") is not None
+    for log in (run_dir / "logs").glob("*.log"):
+        assert "Traceback" not in log.read_text(), log.name
+
+
+@pytest.mark.slow
+def test_grf_3v1_short_real_run(tmp_path, free_ports):
+    """Issue #4's smoke run for grf-3v1: three actors with four gfootball engines each train through the real
+    processes (one evaluation included) and write metrics and checkpoints. Skipped without gfootball."""
+    pytest.importorskip("gfootball_engine", reason="gfootball is not installed: deploy/install-football.sh",
+                        exc_type=ImportError)   # also a package whose engine did not build
+    run_dir = tmp_path / "grf"
+    overrides = ["run.total_steps=2048", "actor.fragment_len=128", "env.eval_every=1000", "env.eval_episodes=1",
+                 "run.progress=false", *net_overrides(free_ports(7))]
+    res = subprocess.run(run_cmd(run_dir, "grf-3v1.yaml", overrides), cwd=ROOT, capture_output=True, text=True,
+                         timeout=420)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    steps, evals = {}, []
+    for row in rows(run_dir):   # an update holds the agents that had a batch, so look at every row
+        for agent, m in row["agents"].items():
+            steps[agent] = max(steps.get(agent, 0), m["env_steps"])
+            evals += [m["eval"]] if m.get("eval") else []
+    assert sorted(steps) == ["0", "1", "2"] and min(steps.values()) >= 2048, steps   # stops when all reach it
+    assert evals and all("vs_random_goal" in e for e in evals), evals   # with the env's episode stats
     assert checkpoint.latest(run_dir / "checkpoints") is not None
     for log in (run_dir / "logs").glob("*.log"):
         assert "Traceback" not in log.read_text(), log.name

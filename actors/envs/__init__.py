@@ -24,7 +24,6 @@ def _highway(cfg: Config, agent_id: int, kwargs: dict) -> AgentEnv:
     return HighwayAgentEnv(agent_id, cfg.run.agents, max_episode_steps=cfg.env.max_episode_steps, **kwargs)
 
 
-# name -> (builder, the class whose constructor takes env.kwargs, for error messages)
 def _pong(cfg: Config, agent_id: int, kwargs: dict) -> AgentEnv:
     from actors.envs.pong import PongEnv
     return PongEnv(agent_id, cfg.run.agents, max_episode_steps=cfg.env.max_episode_steps, **kwargs)
@@ -35,9 +34,22 @@ def _pong2(cfg: Config, agent_id: int, kwargs: dict) -> AgentEnv:
     return Pong2Env(agent_id, cfg.run.agents, max_episode_steps=cfg.env.max_episode_steps, **kwargs)
 
 
+def _doudizhu(cfg: Config, agent_id: int, kwargs: dict) -> AgentEnv:
+    from actors.envs.doudizhu import DouDizhuEnv
+    return DouDizhuEnv(agent_id, cfg.run.agents, max_episode_steps=cfg.env.max_episode_steps, **kwargs)
+
+
+def _football(cfg: Config, agent_id: int, kwargs: dict) -> AgentEnv:
+    from actors.envs.football import FootballEnv
+    return FootballEnv(agent_id, cfg.run.agents, max_episode_steps=cfg.env.max_episode_steps, **kwargs)
+
+
+# name -> (builder, the class whose constructor takes env.kwargs, for error messages)
 _BUILTIN = {"gates": (_gates, "actors.envs.gates:GatesEnv"), "connect4": (_connect4, "actors.envs.connect4:Connect4Env"),
             "highway": (_highway, "actors.envs.highway:HighwayAgentEnv"), "pong": (_pong, "actors.envs.pong:PongEnv"),
-            "pong2": (_pong2, "actors.envs.pong2:Pong2Env")}
+            "pong2": (_pong2, "actors.envs.pong2:Pong2Env"),
+            "doudizhu": (_doudizhu, "actors.envs.doudizhu:DouDizhuEnv"),
+            "grf-3v1": (_football, "actors.envs.football:FootballEnv")}
 RESERVED_KWARGS = ("agent_id", "n_agents", "max_episode_steps")
 
 
