@@ -267,6 +267,11 @@ class Actor:
         if not isinstance(target, int) or not 0 <= target < self.cfg.run.agents:
             self.drops.drop("weights", "schema", f"target {target!r} out of range")
             return
+        if (target == self.agent and msg.body.get("incarnation") == self.sender.incarnation
+                and isinstance(msg.body.get("fragments"), int)):
+            # credit returned (fragments trained on or dropped as stale): read even from a repeated version,
+            # which is how the learner returns the credit of a dropped fragment without an update
+            self.trained = max(self.trained, msg.body["fragments"])
         if msg.policy_version <= self.peers.versions.get(target, -1):
             return  # last-value semantics: an older or repeated message is ignored
         try:
@@ -276,8 +281,6 @@ class Actor:
             return
         if target == self.agent:
             self.version = msg.policy_version
-            if msg.body.get("incarnation") == self.sender.incarnation and isinstance(msg.body.get("fragments"), int):
-                self.trained = max(self.trained, msg.body["fragments"])  # credit returned
             self.t = max(self.t, int(msg.body.get("env_steps", 0)))  # resume keeps the epsilon schedule
             POLICY_VERSION.labels(self.agent).set(self.version)
 

@@ -117,6 +117,46 @@ def test_learner_drops_malformed_input_and_keeps_serving(tmp_path, free_ports, c
     assert (tmp_path / "checkpoints" / "latest").is_file()  # the final checkpoint on stop
 
 
+def test_stale_fragment_returns_its_credit_at_once(tmp_path, free_ports, ctx):
+    """A fragment dropped for policy lag is never trained on: its credit must come back without an update
+    (else an actor that had two dropped fragments in flight waited forever: found in a 3-agent run)."""
+    cfg = make_cfg(free_ports(6), "learner.max_policy_lag=0")
+    spec = env_spec(cfg)
+    stop = threading.Event()
+    learner = Learner(cfg, spec, tmp_path, stop)
+    th = threading.Thread(target=learner.run, daemon=True)
+    th.start()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"w/0")
+    sub.connect(tcp("127.0.0.1", cfg.net.learner_weights_port))
+    push = ctx.socket(zmq.PUSH)
+    push.connect(tcp("127.0.0.1", cfg.net.learner_fragments_port))
+    time.sleep(0.3)   # the subscription reaches the learner
+
+    def next_weights(pred, timeout=20):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            frames = recv(sub, 500)
+            if frames:
+                msg = decode(frames[1:], 1 << 24)
+                if pred(msg):
+                    return msg
+        return None
+    try:
+        s = Sender(agent=0)
+        body = {"episodes": [], "env_steps": 16, "eval": {}}
+        push.send_multipart(s.pack(M.FRAGMENT, body, fragment_arrays(cfg, spec), policy_version=0))
+        assert next_weights(lambda m: m.policy_version == 1 and m.body["fragments"] == 1) is not None
+        push.send_multipart(s.pack(M.FRAGMENT, body, fragment_arrays(cfg, spec), policy_version=0))  # lag 1 > 0
+        w = next_weights(lambda m: m.body["fragments"] == 2)
+        assert w is not None, "the stale fragment's credit never came back"
+        assert w.policy_version == 1 and learner.version == 1          # returned without an update
+        assert learner.drops.counts.get(("fragments", "stale")) == 1
+    finally:
+        stop.set()
+        th.join(10)
+
+
 def test_actor_follows_the_contract_and_survives_bad_input(tmp_path, free_ports, ctx):
     cfg = make_cfg(free_ports(6), "actor.guidance_prob=1.0", "actor.eps0=0.3", "actor.eps_min=0.3", "actor.report_every=10")
     spec = env_spec(cfg)
