@@ -214,6 +214,10 @@ class Learner:
         if isinstance(comm, dict):
             self.last_comm[a] = {str(k): float(v) for k, v in comm.items()
                                  if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if msg.body["eval"]:   # kept even from a stale fragment: the evaluation used the actor's current weights
+            self.last_eval[a] = {k: float(v) for k, v in msg.body["eval"].items() if isinstance(v, (int, float))}
+            for k, v in self.last_eval[a].items():
+                AGENT_EVAL.labels(a, k).set(v)
         lag = self.version - msg.policy_version
         AGENT_LAG.labels(a).set(lag)
         self.lags[a].append(lag)
@@ -230,10 +234,6 @@ class Learner:
         for ep in msg.body["episodes"]:
             if isinstance(ep, dict) and isinstance(ep.get("return"), (int, float)):
                 self.returns[a].append(float(ep["return"]))
-        if msg.body["eval"]:
-            self.last_eval[a] = {k: float(v) for k, v in msg.body["eval"].items() if isinstance(v, (int, float))}
-            for k, v in self.last_eval[a].items():
-                AGENT_EVAL.labels(a, k).set(v)
         if len(self.pending[a]) >= self.cfg.learner.fragments_per_batch and self.first_ready is None:
             self.first_ready = time.monotonic()
 

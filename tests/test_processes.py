@@ -119,7 +119,8 @@ def test_learner_drops_malformed_input_and_keeps_serving(tmp_path, free_ports, c
 
 def test_stale_fragment_returns_its_credit_at_once(tmp_path, free_ports, ctx):
     """A fragment dropped for policy lag is never trained on: its credit must come back without an update
-    (else an actor that had two dropped fragments in flight waited forever: found in a 3-agent run)."""
+    (else an actor that had two dropped fragments in flight waited forever: found in a 3-agent run), and the
+    evaluation it carries is kept (the fragment after a long evaluation is the one most likely stale)."""
     cfg = make_cfg(free_ports(6), "learner.max_policy_lag=0")
     spec = env_spec(cfg)
     stop = threading.Event()
@@ -147,11 +148,13 @@ def test_stale_fragment_returns_its_credit_at_once(tmp_path, free_ports, ctx):
         body = {"episodes": [], "env_steps": 16, "eval": {}}
         push.send_multipart(s.pack(M.FRAGMENT, body, fragment_arrays(cfg, spec), policy_version=0))
         assert next_weights(lambda m: m.policy_version == 1 and m.body["fragments"] == 1) is not None
-        push.send_multipart(s.pack(M.FRAGMENT, body, fragment_arrays(cfg, spec), policy_version=0))  # lag 1 > 0
+        push.send_multipart(s.pack(M.FRAGMENT, {**body, "eval": {"return_plain": 3.0}}, fragment_arrays(cfg, spec),
+                                   policy_version=0))  # lag 1 > 0
         w = next_weights(lambda m: m.body["fragments"] == 2)
         assert w is not None, "the stale fragment's credit never came back"
         assert w.policy_version == 1 and learner.version == 1          # returned without an update
         assert learner.drops.counts.get(("fragments", "stale")) == 1
+        assert learner.last_eval[0] == {"return_plain": 3.0}           # its evaluation is kept all the same
     finally:
         stop.set()
         th.join(10)
