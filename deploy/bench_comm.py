@@ -26,7 +26,6 @@ import argparse
 import logging
 import multiprocessing as mp
 import os
-import platform
 import tempfile
 import threading
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+import bench  # deploy/bench.py, beside this script: its machine line
 from actors.envs import env_spec
 from broker.server import Broker
 from protocol import config as C
@@ -49,13 +49,7 @@ SPAWN = mp.get_context("spawn")  # children make their own ZeroMQ contexts: neve
 
 
 def machine() -> str:
-    cpu = platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, pyzmq {zmq.pyzmq_version()}, "
-            f"libzmq {zmq.zmq_version()}")
+    return f"{bench.machine()}, pyzmq {zmq.pyzmq_version()}, libzmq {zmq.zmq_version()}"
 
 
 def load() -> str:

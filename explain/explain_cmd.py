@@ -223,7 +223,7 @@ def _explain(run_dir, checkpoint, overrides, explainer_factory, report, log, met
                                                          explainers[m][a].importance(team_views[(a, i)][1]))
                                                         for a in agents]) for i, tep in enumerate(team_eps)]
                     for m in ok_methods}
-        team_d_max = max(max(abs(e.ret) for e in team_eps), 1e-6)
+        team_d_max = TM.team_d_max(team_eps)
         team_rows = TM.team_fidelity_rows(run, team_eps, team_imp, k_fracs, seed=ec.seed, d_max=team_d_max)
         timing["team_window_seconds"] = time.perf_counter() - t
         log(f"explain: team window ({len(team_eps)} team episodes, {len(team_rows)} rows) "

@@ -16,6 +16,7 @@ import zlib
 import numpy as np
 
 from actors.action_selection import softmax_legal
+from explain.baselines.base import random_other_legal
 from explain.episodes import Episode, TrainedRun
 
 FIDELITY_COLUMNS = ("method", "agent", "k", "episode", "window_start", "window_len", "episode_len", "return_orig",
@@ -92,13 +93,10 @@ def replay_perturbed(run: TrainedRun, agent: int, ep: Episode, start: int, lengt
             logits, _, m, _ = pol.forward(obs[None])
             own = int(softmax_legal(logits, legal[None])[0].argmax())
             in_window = t < start + length
-            if in_window or (masked and m[0] <= pol.tau):
-                choices = legal.copy()
-                if in_window:
-                    choices[own] = False
-                    if not choices.any():
-                        choices = legal
-                idx = np.flatnonzero(choices)
+            if in_window:
+                a = random_other_legal(rng, legal, own)
+            elif masked and m[0] <= pol.tau:
+                idx = np.flatnonzero(legal)
                 a = int(idx[rng.integers(len(idx))])
             else:
                 a = own

@@ -17,10 +17,11 @@ from typing import Callable
 
 import numpy as np
 
-from actors.action_selection import softmax_legal
 from actors.envs.base import TeamWorld
+from explain.baselines.base import random_other_legal
 from explain.episodes import Episode, TrainedRun
 from explain.fidelity import RET_FLOOR, fidelity_score, keyed_rng, reward_drop_pct, select_window
+from explain.metrics import rankdata, reannotate
 
 
 @dataclass
@@ -49,15 +50,9 @@ def is_team_world(run: TrainedRun) -> bool:
 
 def team_env(run: TrainedRun):
     """One env used for every team episode of the run (kept on the run object; team_reset reseeds it)."""
-    cache = run.__dict__.setdefault("_team_env", [])
-    if not cache:
-        cache.append(run.make_env(0))
-    return cache[0]
-
-
-def _greedy(run: TrainedRun, agent: int, obs: np.ndarray, legal: np.ndarray) -> int:
-    logits = run.policies[agent].forward(obs[None])[0]
-    return int(softmax_legal(logits, legal[None])[0].argmax())
+    if "_team_env" not in run.__dict__:
+        run.__dict__["_team_env"] = run.make_env(0)
+    return run.__dict__["_team_env"]
 
 
 def play_team(run: TrainedRun, seed: int, choose: Callable[[int, int, np.ndarray, np.ndarray], int],
@@ -85,33 +80,23 @@ def play_team(run: TrainedRun, seed: int, choose: Callable[[int, int, np.ndarray
 
 def record_team_episodes(run: TrainedRun, n: int, first_seed: int) -> list[TeamEpisode]:
     """n team episodes, every agent greedy, seeds first_seed .. first_seed + n - 1."""
-    return [play_team(run, first_seed + i, lambda t, a, o, l: _greedy(run, a, o, l)) for i in range(n)]
+    return [play_team(run, first_seed + i, lambda t, a, o, l: run.policies[a].greedy(o, l)) for i in range(n)]
 
 
 def agent_view(run: TrainedRun, tep: TeamEpisode, agent: int) -> tuple[np.ndarray, Episode]:
     """(the world steps where `agent` acted, those steps as that agent's own unmasked Episode)."""
     steps = np.flatnonzero(tep.active[:, agent])
-    obs, legal = tep.obs[agent][steps], tep.legal[agent][steps]
-    logits, v, m, _ = run.policies[agent].forward(obs)
+    n = len(steps)
     actions = tep.actions[steps, agent]
-    return steps, Episode(agent=agent, seed=tep.seed, obs=obs, legal=legal, actions=actions,
-                          own_actions=softmax_legal(logits, legal).argmax(axis=1).astype(np.int64),
-                          rewards=tep.rewards[steps, agent], m=np.asarray(m, np.float32),
-                          values=np.asarray(v, np.float32), perturbed=np.zeros(len(steps), bool), masked=False)
+    ep = Episode(agent=agent, seed=tep.seed, obs=tep.obs[agent][steps], legal=tep.legal[agent][steps],
+                 actions=actions, own_actions=actions, rewards=tep.rewards[steps, agent],
+                 m=np.zeros(n, np.float32), values=np.zeros(n, np.float32), perturbed=np.zeros(n, bool), masked=False)
+    return steps, reannotate(run, agent, ep)   # the agent's own greedy actions, V(s) and m at its states
 
 
 def _ranks01(x: np.ndarray) -> np.ndarray:
     """Average ranks scaled to [0, 1] (ties share their mean rank; one step gets 1)."""
-    x = np.asarray(x, np.float64)
-    if len(x) == 1:
-        return np.ones(1)
-    order = np.argsort(x, kind="stable")
-    r = np.empty(len(x))
-    r[order] = np.arange(len(x), dtype=np.float64)
-    for v in np.unique(x):           # ties: their mean rank
-        sel = x == v
-        r[sel] = r[sel].mean()
-    return r / (len(x) - 1)
+    return np.ones(1) if len(x) == 1 else (rankdata(x) - 1.0) / (len(x) - 1)
 
 
 def team_importance(length: int, per_agent: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
@@ -136,16 +121,14 @@ def replay_team(run: TrainedRun, tep: TeamEpisode, start: int, length: int, rng:
     def choose(t, a, obs, legal):
         if t < start:
             return int(tep.actions[t, a])
-        own = _greedy(run, a, obs, legal)
-        if t >= start + length:
-            return own
-        choices = legal.copy()
-        choices[own] = False
-        if not choices.any():
-            choices = legal
-        idx = np.flatnonzero(choices)
-        return int(idx[rng.integers(len(idx))])
+        own = run.policies[a].greedy(obs, legal)
+        return own if t >= start + length else random_other_legal(rng, legal, own)
     return play_team(run, tep.seed, choose).ret
+
+
+def team_d_max(episodes: list[TeamEpisode]) -> float:
+    """The scale of a team return change: the largest |team return| of the episodes (at least 1e-6)."""
+    return max(max((abs(e.ret) for e in episodes), default=0.0), RET_FLOOR)
 
 
 def team_fidelity_rows(run: TrainedRun, episodes: list[TeamEpisode], importance: dict[str, list[np.ndarray]],
@@ -153,8 +136,7 @@ def team_fidelity_rows(run: TrainedRun, episodes: list[TeamEpisode], importance:
     """Rows of fidelity.csv with agent "team": importance[method][i] is the team's importance over the world
     steps of episodes[i]. d_max: the largest |team return| of the episodes unless given. Random numbers as
     in `fidelity_rows`, with the agent key -1 (common across methods choosing the same window)."""
-    if d_max is None:
-        d_max = max(max((abs(e.ret) for e in episodes), default=0.0), RET_FLOOR)
+    d_max = team_d_max(episodes) if d_max is None else d_max
     rows, cache = [], {}
 
     def replay(i, ep, ki, s, n):

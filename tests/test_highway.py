@@ -6,7 +6,7 @@ others go on; seeding; rendering; the registry."""
 import numpy as np
 import pytest
 
-pytest.importorskip("highway_env")
+pytest.importorskip("highway_env", reason="highway-env is not installed: pip install -e .[highway] (deploy/test.sh installs it)")
 
 import gymnasium as gym  # noqa: E402
 import highway_env  # noqa: E402

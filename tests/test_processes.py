@@ -51,6 +51,37 @@ def recv(sock, timeout_ms=5000):
     return sock.recv_multipart()
 
 
+def start_learner(cfg, run_dir):
+    """A real Learner running its main loop in a thread: (learner, thread, stop event)."""
+    stop = threading.Event()
+    learner = Learner(cfg, env_spec(cfg), run_dir, stop)
+    th = threading.Thread(target=learner.run, daemon=True)
+    th.start()
+    return learner, th, stop
+
+
+def learner_peers(ctx, cfg):
+    """An actor's view of the learner: (SUB to agent 0's weights, PUSH for fragments)."""
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"w/0")
+    sub.connect(tcp("127.0.0.1", cfg.net.learner_weights_port))
+    push = ctx.socket(zmq.PUSH)
+    push.connect(tcp("127.0.0.1", cfg.net.learner_fragments_port))
+    return sub, push
+
+
+def next_weights(sub, pred, timeout=20):
+    """The first weights message on `sub` that satisfies `pred`, or None after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        frames = recv(sub, 500)
+        if frames:
+            msg = decode(frames[1:], 1 << 24)
+            if pred(msg):
+                return msg
+    return None
+
+
 @pytest.fixture
 def ctx():
     c = zmq.Context()
@@ -61,15 +92,8 @@ def ctx():
 def test_learner_drops_malformed_input_and_keeps_serving(tmp_path, free_ports, ctx):
     cfg = make_cfg(free_ports(6), "net.max_message_mb=0.05")
     spec = env_spec(cfg)
-    stop = threading.Event()
-    learner = Learner(cfg, spec, tmp_path, stop)
-    th = threading.Thread(target=learner.run, daemon=True)
-    th.start()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"w/0")
-    sub.connect(tcp("127.0.0.1", cfg.net.learner_weights_port))
-    push = ctx.socket(zmq.PUSH)
-    push.connect(tcp("127.0.0.1", cfg.net.learner_fragments_port))
+    learner, th, stop = start_learner(cfg, tmp_path)
+    sub, push = learner_peers(ctx, cfg)
     dealer = ctx.socket(zmq.DEALER)
     dealer.connect(tcp("127.0.0.1", cfg.net.learner_router_port))
     try:
@@ -98,13 +122,7 @@ def test_learner_drops_malformed_input_and_keeps_serving(tmp_path, free_ports, c
         AgentNets(1, spec.obs_dim, spec.n_actions, cfg.ppo.hidden).load_agent_state(0, msg.arrays)
         # a valid fragment still trains: version 1 is published, with the credit for one fragment
         push.send_multipart(s.pack(M.FRAGMENT, body, good, policy_version=0))
-        deadline = time.time() + 20
-        got = None
-        while time.time() < deadline:
-            frames = recv(sub, 500)
-            if frames and decode(frames[1:], 1 << 24).policy_version == 1:
-                got = decode(frames[1:], 1 << 24)
-                break
+        got = next_weights(sub, lambda m: m.policy_version == 1)
         assert got is not None, "no update after a valid fragment"
         assert got.body["fragments"] == 1 and got.body["incarnation"] == s.incarnation
         for cause, frames_list in bad.items():
@@ -123,34 +141,17 @@ def test_stale_fragment_returns_its_credit_at_once(tmp_path, free_ports, ctx):
     evaluation it carries is kept (the fragment after a long evaluation is the one most likely stale)."""
     cfg = make_cfg(free_ports(6), "learner.max_policy_lag=0")
     spec = env_spec(cfg)
-    stop = threading.Event()
-    learner = Learner(cfg, spec, tmp_path, stop)
-    th = threading.Thread(target=learner.run, daemon=True)
-    th.start()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"w/0")
-    sub.connect(tcp("127.0.0.1", cfg.net.learner_weights_port))
-    push = ctx.socket(zmq.PUSH)
-    push.connect(tcp("127.0.0.1", cfg.net.learner_fragments_port))
+    learner, th, stop = start_learner(cfg, tmp_path)
+    sub, push = learner_peers(ctx, cfg)
     time.sleep(0.3)   # the subscription reaches the learner
-
-    def next_weights(pred, timeout=20):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            frames = recv(sub, 500)
-            if frames:
-                msg = decode(frames[1:], 1 << 24)
-                if pred(msg):
-                    return msg
-        return None
     try:
         s = Sender(agent=0)
         body = {"episodes": [], "env_steps": 16, "eval": {}}
         push.send_multipart(s.pack(M.FRAGMENT, body, fragment_arrays(cfg, spec), policy_version=0))
-        assert next_weights(lambda m: m.policy_version == 1 and m.body["fragments"] == 1) is not None
+        assert next_weights(sub, lambda m: m.policy_version == 1 and m.body["fragments"] == 1) is not None
         push.send_multipart(s.pack(M.FRAGMENT, {**body, "eval": {"return_plain": 3.0}}, fragment_arrays(cfg, spec),
                                    policy_version=0))  # lag 1 > 0
-        w = next_weights(lambda m: m.body["fragments"] == 2)
+        w = next_weights(sub, lambda m: m.body["fragments"] == 2)
         assert w is not None, "the stale fragment's credit never came back"
         assert w.policy_version == 1 and learner.version == 1          # returned without an update
         assert learner.drops.counts.get(("fragments", "stale")) == 1

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("highway_env")
+pytest.importorskip("highway_env", reason="highway-env is not installed: pip install -e .[highway] (deploy/test.sh installs it)")
 
 from actors.envs import make_env  # noqa: E402
 from explain import team as TM  # noqa: E402
@@ -79,7 +79,7 @@ def test_team_window_perturbs_every_acting_agent(run, team_eps, monkeypatch):
     def spy(run_, seed, choose, max_steps=100_000):
         def wrapped(t, a, o, l):
             act = choose(t, a, o, l)
-            seen.append((t, a, act, TM._greedy(run_, a, o, l)))
+            seen.append((t, a, act, run_.policies[a].greedy(o, l)))
             return act
         return real(run_, seed, wrapped, max_steps)
     monkeypatch.setattr(TM, "play_team", spy)

@@ -2,6 +2,7 @@
 spec every process must agree on, before any process starts (a bad env fails here, clearly)."""
 from __future__ import annotations
 
+import importlib
 import inspect
 
 from actors.envs.base import AgentEnv, random_legal
@@ -9,54 +10,22 @@ from protocol.config import Config, ConfigError
 from protocol.envspec import EnvSpec, check_env_name
 
 
-def _gates(cfg: Config, agent_id: int, kwargs: dict) -> AgentEnv:
-    from actors.envs.gates import GatesEnv
-    return GatesEnv(agent_id, cfg.run.agents, max_episode_steps=cfg.env.max_episode_steps, **kwargs)
-
-
-def _connect4(cfg: Config, agent_id: int, kwargs: dict) -> AgentEnv:
-    from actors.envs.connect4 import Connect4Env
-    return Connect4Env(agent_id, cfg.run.agents, max_episode_steps=cfg.env.max_episode_steps, **kwargs)
-
-
-def _highway(cfg: Config, agent_id: int, kwargs: dict) -> AgentEnv:
-    from actors.envs.highway import HighwayAgentEnv
-    return HighwayAgentEnv(agent_id, cfg.run.agents, max_episode_steps=cfg.env.max_episode_steps, **kwargs)
-
-
-def _pong(cfg: Config, agent_id: int, kwargs: dict) -> AgentEnv:
-    from actors.envs.pong import PongEnv
-    return PongEnv(agent_id, cfg.run.agents, max_episode_steps=cfg.env.max_episode_steps, **kwargs)
-
-
-def _pong2(cfg: Config, agent_id: int, kwargs: dict) -> AgentEnv:
-    from actors.envs.pong2 import Pong2Env
-    return Pong2Env(agent_id, cfg.run.agents, max_episode_steps=cfg.env.max_episode_steps, **kwargs)
-
-
-def _doudizhu(cfg: Config, agent_id: int, kwargs: dict) -> AgentEnv:
-    from actors.envs.doudizhu import DouDizhuEnv
-    return DouDizhuEnv(agent_id, cfg.run.agents, max_episode_steps=cfg.env.max_episode_steps, **kwargs)
-
-
-def _football(cfg: Config, agent_id: int, kwargs: dict) -> AgentEnv:
-    from actors.envs.football import FootballEnv
-    return FootballEnv(agent_id, cfg.run.agents, max_episode_steps=cfg.env.max_episode_steps, **kwargs)
-
-
-# name -> (builder, the class whose constructor takes env.kwargs, for error messages)
-_BUILTIN = {"gates": (_gates, "actors.envs.gates:GatesEnv"), "connect4": (_connect4, "actors.envs.connect4:Connect4Env"),
-            "highway": (_highway, "actors.envs.highway:HighwayAgentEnv"), "pong": (_pong, "actors.envs.pong:PongEnv"),
-            "pong2": (_pong2, "actors.envs.pong2:Pong2Env"),
-            "doudizhu": (_doudizhu, "actors.envs.doudizhu:DouDizhuEnv"),
-            "grf-3v1": (_football, "actors.envs.football:FootballEnv")}
+# name -> the adapter class as 'module:Class', imported on first use (each env's heavy dependencies load only
+# when it is asked for). Every adapter takes (agent_id, n_agents, max_episode_steps=..., **env.kwargs).
+_BUILTIN = {"gates": "actors.envs.gates:GatesEnv", "connect4": "actors.envs.connect4:Connect4Env",
+            "highway": "actors.envs.highway:HighwayAgentEnv", "pong": "actors.envs.pong:PongEnv",
+            "pong2": "actors.envs.pong2:Pong2Env", "doudizhu": "actors.envs.doudizhu:DouDizhuEnv",
+            "grf-3v1": "actors.envs.football:FootballEnv"}
 RESERVED_KWARGS = ("agent_id", "n_agents", "max_episode_steps")
 
 
-def _allowed_kwargs(cls_path: str) -> list[str]:
-    import importlib
+def _adapter_class(cls_path: str) -> type[AgentEnv]:
     mod, name = cls_path.split(":")
-    sig = inspect.signature(getattr(importlib.import_module(mod), name).__init__)
+    return getattr(importlib.import_module(mod), name)
+
+
+def _allowed_kwargs(cls: type) -> list[str]:
+    sig = inspect.signature(cls.__init__)
     return [p for p in sig.parameters if p not in ("self", *RESERVED_KWARGS)]
 
 
@@ -67,14 +36,14 @@ def make_env(cfg: Config, agent_id: int, copy_index: int = 0) -> AgentEnv:
     name, kwargs = cfg.env.name, dict(cfg.env.kwargs or {})
     check_env_name(name)
     if name in _BUILTIN:
-        builder, cls_path = _BUILTIN[name]
-        allowed = _allowed_kwargs(cls_path)
+        cls = _adapter_class(_BUILTIN[name])
+        allowed = _allowed_kwargs(cls)
         unknown = sorted(set(kwargs) - set(allowed))
         if unknown:
             raise ConfigError(f"env.kwargs for {name!r}: unknown {', '.join(map(repr, unknown))}; "
                               f"allowed: {', '.join(allowed)}")
         try:
-            env = builder(cfg, agent_id, kwargs)
+            env = cls(agent_id, cfg.run.agents, max_episode_steps=cfg.env.max_episode_steps, **kwargs)
         except (TypeError, ValueError) as e:
             if isinstance(e, ConfigError):
                 raise
