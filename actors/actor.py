@@ -38,18 +38,18 @@ import torch
 import zmq
 from prometheus_client import Counter, Gauge, start_http_server
 
-from actors.action_selection import epsilon, select_training, softmax_legal
-from actors.envs import make_env
-from actors.evaluation import evaluate
-from actors.state_keys import StateKeys, max_cosine
-from learner.networks import AgentNets, nets_for
-from protocol import messages as M
-from protocol.codec import Sender
-from protocol.config import Config
-from protocol.drops import DropLog
-from protocol.envspec import EnvSpec
-from protocol.security import for_process
-from protocol.transport import make_socket, receive, tcp
+from magicmask.models.action_selection import epsilon, select_training, softmax_legal
+from magicmask.actors.envs import make_env
+from magicmask.actors.evaluation import evaluate
+from magicmask.actors.state_keys import StateKeys, max_cosine
+from magicmask.models.networks import AgentNets, nets_for
+from magicmask.protocol import messages as M
+from magicmask.protocol.codec import Sender
+from magicmask.protocol.config import Config
+from magicmask.protocol.drops import DropLog
+from magicmask.protocol.envspec import EnvSpec
+from magicmask.protocol.security import for_process
+from magicmask.protocol.transport import make_socket, receive, tcp
 
 log = logging.getLogger("actor")
 

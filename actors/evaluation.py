@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from actors.action_selection import select_explaining, softmax_legal
-from actors.envs import make_env
+from magicmask.models.action_selection import select_explaining, softmax_legal
+from magicmask.actors.envs import make_env
 
 
 def play_episode(env, forward, seed: int, rng, tau: float | None, greedy: bool = True, max_steps: int = 100_000):

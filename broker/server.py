@@ -50,15 +50,15 @@ import numpy as np
 import zmq
 from prometheus_client import Counter, Gauge, start_http_server
 
-from broker.critical_buffer import MAX_AGENTS, CriticalBuffer
-from broker.impairment import Impairment
-from broker.topology import neighbours
-from protocol import messages as M
-from protocol.codec import Sender, encode
-from protocol.config import Config
-from protocol.drops import DropLog
-from protocol.security import for_process, release
-from protocol.transport import HeartbeatPublisher, make_socket, receive, tcp
+from magicmask.broker.critical_buffer import MAX_AGENTS, CriticalBuffer
+from magicmask.broker.impairment import Impairment
+from magicmask.broker.topology import neighbours
+from magicmask.protocol import messages as M
+from magicmask.protocol.codec import Sender, encode
+from magicmask.protocol.config import Config
+from magicmask.protocol.drops import DropLog
+from magicmask.protocol.security import for_process, release
+from magicmask.protocol.transport import HeartbeatPublisher, make_socket, receive, tcp
 
 log = logging.getLogger("broker")
 

@@ -20,13 +20,13 @@ import numpy as np
 import torch
 import zmq
 
-from actors.envs import make_env
-from learner.batched_ppo import BatchedPPO
-from learner.networks import AgentNets, nets_for
-from protocol import config as C
-from protocol import messages as M
-from protocol.codec import Sender, decode
-from protocol.transport import free_ports, make_socket, tcp
+from magicmask.actors.envs import make_env
+from magicmask.learner.batched_ppo import BatchedPPO
+from magicmask.models.networks import AgentNets, nets_for
+from magicmask.protocol import config as C
+from magicmask.protocol import messages as M
+from magicmask.protocol.codec import Sender, decode
+from magicmask.protocol.transport import free_ports, make_socket, tcp
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +80,7 @@ def collection(env: str, preset: str, seconds: float) -> tuple[float, float]:
     weights = sender.pack(M.WEIGHTS, {"target": 0}, state, policy_version=0)
     received = 0
     with tempfile.TemporaryDirectory() as d:
-        cmd = [sys.executable, "-m", "explain.cli", "actor", "--agent", "0", "--config", str(ROOT / "deploy/configs" / preset),
+        cmd = [sys.executable, "-m", "magicmask.cli", "actor", "--agent", "0", "--config", str(ROOT / "deploy/configs" / preset),
                "--run-dir", d, *sum([["--set", o] for o in overrides], [])]
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

@@ -35,14 +35,14 @@ import numpy as np
 import zmq
 
 import bench  # deploy/bench.py, beside this script: its machine line
-from actors.envs import env_spec
-from broker.server import Broker
-from protocol import config as C
-from protocol import messages as M
-from protocol import security as S
-from protocol.codec import Sender, decode
-from protocol.drops import DropLog
-from protocol.transport import free_ports, make_socket, receive, tcp
+from magicmask.actors.envs import env_spec
+from magicmask.broker.server import Broker
+from magicmask.protocol import config as C
+from magicmask.protocol import messages as M
+from magicmask.protocol import security as S
+from magicmask.protocol.codec import Sender, decode
+from magicmask.protocol.drops import DropLog
+from magicmask.protocol.transport import free_ports, make_socket, receive, tcp
 
 BROKER_PORTS = ("broker_reports_port", "broker_snapshots_port", "broker_router_port")
 SPAWN = mp.get_context("spawn")  # children make their own ZeroMQ contexts: never fork one

@@ -40,7 +40,7 @@ def _timed(step, reset):
 def plain(env_id: str, n: int):
     import gymnasium as gym
     import highway_env
-    from actors.envs.highway import multiagent_config
+    from magicmask.actors.envs.highway import multiagent_config
     gym.register_envs(highway_env)
     env = gym.make(env_id, config=multiagent_config(n))
 
@@ -51,7 +51,7 @@ def plain(env_id: str, n: int):
 
 
 def ours(env_id: str, n: int):
-    from actors.envs.highway import HighwayAgentEnv
+    from magicmask.actors.envs.highway import HighwayAgentEnv
     env = HighwayAgentEnv(0, n, env_id=env_id)      # other vehicles: uniform random (no opponent callback)
 
     def step(rng):

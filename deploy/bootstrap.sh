@@ -22,7 +22,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$MM_VENV/bin/python" -m pip install -q ${MAGICMASK_TORCH_SPEC:-torch==2.13.0} 2>&1 | grep -v "^WARNING: Location" >&2 || true
   "$MM_VENV/bin/python" -c "import torch" || { echo "[bootstrap] torch did not install" >&2; exit 1; }
   "$MM_VENV/bin/python" -m pip install -q -e "$MM_ROOT[$MM_EXTRAS]" 2>&1 | grep -v "^WARNING: Location" >&2 || true
-  "$MM_VENV/bin/python" -c "import protocol, broker, actors, learner, explain" || { echo "[bootstrap] project install failed" >&2; exit 1; }
+  "$MM_VENV/bin/python" -c "import magicmask.cli" || { echo "[bootstrap] project install failed" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi
 export PATH="$MM_VENV/bin:$PATH"

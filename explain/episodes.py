@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from actors.action_selection import softmax_legal
-from actors.envs import make_env
-from actors.envs.base import TeamWorld
-from actors.evaluation import play_episode
-from learner import checkpoint
-from learner.networks import AgentNets, group_nets, nets_for
-from protocol import config as C
+from magicmask.models.action_selection import softmax_legal
+from magicmask.actors.envs import make_env
+from magicmask.actors.envs.base import TeamWorld
+from magicmask.actors.evaluation import play_episode
+from magicmask.learner import checkpoint
+from magicmask.models.networks import AgentNets, group_nets, nets_for
+from magicmask.protocol import config as C
 
 
 @dataclass

@@ -15,9 +15,9 @@ import zlib
 
 import numpy as np
 
-from actors.action_selection import softmax_legal
-from explain.baselines.base import random_other_legal
-from explain.episodes import Episode, TrainedRun
+from magicmask.models.action_selection import softmax_legal
+from magicmask.explain.baselines.base import random_other_legal
+from magicmask.explain.episodes import Episode, TrainedRun
 
 FIDELITY_COLUMNS = ("method", "agent", "k", "episode", "window_start", "window_len", "episode_len", "return_orig",
                     "return_perturbed", "reward_drop_pct", "fidelity_score", "control_reward_drop_pct")

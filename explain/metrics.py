@@ -7,8 +7,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from actors.action_selection import softmax_legal
-from explain.episodes import Episode, TrainedRun
+from magicmask.models.action_selection import softmax_legal
+from magicmask.explain.episodes import Episode, TrainedRun
 
 NAN = float("nan")
 

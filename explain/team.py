@@ -17,11 +17,11 @@ from typing import Callable
 
 import numpy as np
 
-from actors.envs.base import TeamWorld
-from explain.baselines.base import random_other_legal
-from explain.episodes import Episode, TrainedRun
-from explain.fidelity import RET_FLOOR, fidelity_score, keyed_rng, reward_drop_pct, select_window
-from explain.metrics import rankdata, reannotate
+from magicmask.actors.envs.base import TeamWorld
+from magicmask.explain.baselines.base import random_other_legal
+from magicmask.explain.episodes import Episode, TrainedRun
+from magicmask.explain.fidelity import RET_FLOOR, fidelity_score, keyed_rng, reward_drop_pct, select_window
+from magicmask.explain.metrics import rankdata, reannotate
 
 
 @dataclass

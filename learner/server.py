@@ -43,16 +43,16 @@ import torch
 import zmq
 from prometheus_client import Counter, Gauge, start_http_server
 
-from learner import checkpoint
-from learner.batched_ppo import BatchedPPO
-from learner.networks import AgentNets, group_nets
-from protocol import messages as M
-from protocol.codec import Sender
-from protocol.config import Config
-from protocol.drops import DropLog
-from protocol.envspec import EnvSpec
-from protocol.security import for_process, release
-from protocol.transport import HeartbeatPublisher, make_socket, receive, tcp
+from magicmask.learner import checkpoint
+from magicmask.learner.batched_ppo import BatchedPPO
+from magicmask.models.networks import AgentNets, group_nets
+from magicmask.protocol import messages as M
+from magicmask.protocol.codec import Sender
+from magicmask.protocol.config import Config
+from magicmask.protocol.drops import DropLog
+from magicmask.protocol.envspec import EnvSpec
+from magicmask.protocol.security import for_process, release
+from magicmask.protocol.transport import HeartbeatPublisher, make_socket, receive, tcp
 
 log = logging.getLogger("learner")
 

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import msgpack
 import numpy as np
 
-from protocol.messages import COMPATIBLE_VERSIONS, DTYPES, KINDS, PROTOCOL_VERSION, Message, ProtocolError
+from magicmask.protocol.messages import COMPATIBLE_VERSIONS, DTYPES, KINDS, PROTOCOL_VERSION, Message, ProtocolError
 
 _HEADER_KEYS = {"v": int, "k": str, "a": int, "i": int, "s": int, "p": int, "t": float, "b": dict, "x": list}
 

@@ -17,9 +17,12 @@ from typing import Any
 
 import yaml
 
+from magicmask.protocol.envspec import BUILTIN_ENVS, check_env_name
+from magicmask.protocol.errors import ConfigError
+from magicmask.protocol.security import check_config as check_security
 
-class ConfigError(ValueError):
-    """A config value is wrong; the message names the field, the value and what is allowed."""
+# The explainers `magicmask explain` can run (explain/baselines registers one class per name).
+EXPLAINERS = ("magicmask", "statemask", "edge", "lazymdp", "valuemax", "random")
 
 
 def opt(default, help: str, *, choices=None, ge=None, gt=None, le=None, lt=None):
@@ -44,7 +47,7 @@ class RunConfig:
 
 @dataclass
 class EnvConfig:
-    name: str = opt("connect4", "Environment: gates, connect4, highway, pong, pong2, doudizhu, grf-3v1, or a PettingZoo env as "
+    name: str = opt("connect4", f"Environment: {', '.join(BUILTIN_ENVS)}, or a PettingZoo env as "
                     "'package.module:factory'.")
     copies: int = opt(4, "Env copies per actor (E).", ge=1, le=256)
     max_episode_steps: int = opt(0, "Truncate episodes after this many of the agent's steps (0: the env's own limit).", ge=0)
@@ -208,8 +211,7 @@ class SecurityConfig:
 class ExplainConfig:
     episodes: int = opt(100, "Evaluation episodes per agent that `magicmask explain` records and explains (M).", ge=1)
     first_seed: int = opt(1_000_000, "Seed of the first evaluation episode (episode i uses first_seed + i).", ge=0)
-    methods: str = opt("magicmask,statemask,edge,lazymdp,valuemax,random",
-                       "Comma-separated explainers to run: magicmask, statemask, edge, lazymdp, valuemax, random.")
+    methods: str = opt(",".join(EXPLAINERS), f"Comma-separated explainers to run: {', '.join(EXPLAINERS)}.")
     k_fractions: str = opt("0.1,0.2,0.3,0.4", "Comma-separated K of the fidelity test, as fractions of the episode.")
     statemask_steps: int = opt(20_000, "StateMask baseline: env steps of PPO training of its post-hoc mask per agent.", ge=0)
     edge_epochs: int = opt(30, "EDGE baseline: training epochs of its GRU + sparse GP model.", ge=1)
@@ -260,6 +262,28 @@ ENV_OVERRIDES = {
     "MAGICMASK_LEARNER_HOST": "net.learner_host",
     "MAGICMASK_METRICS_HOST": "net.metrics_host",
 }
+
+
+# The six socket ports of a run (net.<field>); metrics ports are derived from net.metrics_port.
+PORT_FIELDS = ("learner_fragments_port", "learner_weights_port", "learner_router_port",
+               "broker_reports_port", "broker_snapshots_port", "broker_router_port")
+
+
+def port_overrides(ports: list[int], metrics_port: int | None = None) -> list[str]:
+    """`--set` items that put a run's six sockets on `ports` (e.g. free ones) and its metrics on metrics_port
+    (None: leave net.metrics_port as configured; 0: metrics off)."""
+    if len(ports) != len(PORT_FIELDS):
+        raise ValueError(f"port_overrides: {len(PORT_FIELDS)} ports needed, got {len(ports)}")
+    items = [f"net.{name}={port}" for name, port in zip(PORT_FIELDS, ports)]
+    return items + ([] if metrics_port is None else [f"net.metrics_port={metrics_port}"])
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """One `--set section.field=value` item as (path, value); the value is read as YAML (3e-4, true, [1, 2])."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.field=value")
+    key, value = item.split("=", 1)
+    return key.strip(), yaml.safe_load(value) if value.strip() else ""
 
 
 def _sections() -> dict[str, type]:
@@ -351,7 +375,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(
             f"ppo.minibatches={cfg.ppo.minibatches} must divide actor.fragment_len*env.copies="
             f"{cfg.actor.fragment_len * cfg.env.copies}")
-    ports = {k: v for k, v in dataclasses.asdict(cfg.net).items() if k.endswith("_port") and not k.endswith("metrics_port")}
+    ports = {k: getattr(cfg.net, k) for k in PORT_FIELDS}
     if len(set(ports.values())) != len(ports):
         raise ConfigError(f"net ports must differ, got {ports}")
     if cfg.net.metrics_port:
@@ -362,8 +386,7 @@ def validate(cfg: Config) -> Config:
                               f"(broker, learner, one per agent) overlaps {clash or 'the port limit 65535'}")
     if cfg.net.metrics_port and cfg.net.actor_metrics_port in {*ports.values(), *used[:2]}:  # 0 is never in
         raise ConfigError(f"net.actor_metrics_port={cfg.net.actor_metrics_port}: clashes with another net port")
-    from protocol.security import check_config  # local: security imports config's error type
-    check_config(cfg)
+    check_security(cfg)
     if cfg.comm.topology == "explicit":
         for r, srcs in cfg.comm.adjacency.items():
             ids = [r, *srcs] if isinstance(srcs, list) else None
@@ -371,16 +394,14 @@ def validate(cfg: Config) -> Config:
                 raise ConfigError(f"comm.adjacency={cfg.comm.adjacency!r}: expected {{receiver: [sources]}} "
                                   f"with agent ids in 0..{cfg.run.agents - 1}")
     methods = [x.strip() for x in cfg.explain.methods.split(",") if x.strip()]
-    known = ("magicmask", "statemask", "edge", "lazymdp", "valuemax", "random")
-    if not methods or any(x not in known for x in methods):
-        raise ConfigError(f"explain.methods={cfg.explain.methods!r}: a comma-separated subset of {', '.join(known)}")
+    if not methods or any(x not in EXPLAINERS for x in methods):
+        raise ConfigError(f"explain.methods={cfg.explain.methods!r}: a comma-separated subset of {', '.join(EXPLAINERS)}")
     try:
         ks = [float(x) for x in cfg.explain.k_fractions.split(",")]
     except ValueError:
         ks = []
     if not ks or any(not 0 < k <= 1 for k in ks):
         raise ConfigError(f"explain.k_fractions={cfg.explain.k_fractions!r}: comma-separated fractions in (0, 1]")
-    from protocol.envspec import check_env_name  # local: envspec imports config's error type
     check_env_name(cfg.env.name)
     return cfg
 
@@ -401,10 +422,7 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None, env
             for name, value in values.items():
                 set_value(cfg, f"{section}.{name}", value)
     for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected section.field=value")
-        key, value = item.split("=", 1)
-        set_value(cfg, key.strip(), yaml.safe_load(value) if value.strip() else "")
+        set_value(cfg, *parse_override(item))
     environ = os.environ if environ is None else environ
     for var, key in ENV_OVERRIDES.items():
         if environ.get(var):

@@ -4,10 +4,20 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, replace
 
-from protocol.config import ConfigError
+from magicmask.protocol.errors import ConfigError
 
-# Built-in environment names; the adapters live in actors/envs (protocol imports no other role).
-BUILTIN_ENVS = ("gates", "connect4", "highway", "pong", "pong2", "doudizhu", "grf-3v1")
+# The one list of built-in environments: name -> its adapter class as 'module:Class'. A string, imported by the
+# registry in actors/envs on first use (protocol imports no role, and an env's heavy dependencies load only when
+# it is asked for). Every adapter takes (agent_id, n_agents, max_episode_steps=..., **env.kwargs).
+BUILTIN_ENVS = {
+    "gates": "magicmask.actors.envs.gates:GatesEnv",
+    "connect4": "magicmask.actors.envs.connect4:Connect4Env",
+    "highway": "magicmask.actors.envs.highway:HighwayAgentEnv",
+    "pong": "magicmask.actors.envs.pong:PongEnv",
+    "pong2": "magicmask.actors.envs.pong2:Pong2Env",
+    "doudizhu": "magicmask.actors.envs.doudizhu:DouDizhuEnv",
+    "grf-3v1": "magicmask.actors.envs.football:FootballEnv",
+}
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 

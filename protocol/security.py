@@ -39,7 +39,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from protocol.config import ConfigError
+from magicmask.protocol.errors import ConfigError
 
 log = logging.getLogger("security")
 SERVERS = ("broker", "learner")

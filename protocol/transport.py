@@ -9,9 +9,9 @@ from typing import Iterable
 
 import zmq
 
-from protocol.codec import decode
-from protocol.drops import DropLog
-from protocol.messages import HEARTBEAT, KINDS, Message, ProtocolError, validate
+from magicmask.protocol.codec import decode
+from magicmask.protocol.drops import DropLog
+from magicmask.protocol.messages import HEARTBEAT, KINDS, Message, ProtocolError, validate
 
 
 def tcp(host: str, port: int) -> str:

@@ -1,7 +1,7 @@
 """Shared test helpers. Keep this file small: each helper here is used by several test modules."""
 import pytest
 
-from protocol.transport import free_ports as _free_ports
+from magicmask.protocol.transport import free_ports as _free_ports
 
 
 @pytest.fixture

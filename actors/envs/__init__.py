@@ -5,17 +5,11 @@ from __future__ import annotations
 import importlib
 import inspect
 
-from actors.envs.base import AgentEnv, random_legal
-from protocol.config import Config, ConfigError
-from protocol.envspec import EnvSpec, check_env_name
+from magicmask.actors.envs.base import AgentEnv, random_legal
+from magicmask.protocol.config import Config, ConfigError
+from magicmask.protocol.envspec import BUILTIN_ENVS, EnvSpec, check_env_name
 
 
-# name -> the adapter class as 'module:Class', imported on first use (each env's heavy dependencies load only
-# when it is asked for). Every adapter takes (agent_id, n_agents, max_episode_steps=..., **env.kwargs).
-_BUILTIN = {"gates": "actors.envs.gates:GatesEnv", "connect4": "actors.envs.connect4:Connect4Env",
-            "highway": "actors.envs.highway:HighwayAgentEnv", "pong": "actors.envs.pong:PongEnv",
-            "pong2": "actors.envs.pong2:Pong2Env", "doudizhu": "actors.envs.doudizhu:DouDizhuEnv",
-            "grf-3v1": "actors.envs.football:FootballEnv"}
 RESERVED_KWARGS = ("agent_id", "n_agents", "max_episode_steps")
 
 
@@ -35,8 +29,8 @@ def make_env(cfg: Config, agent_id: int, copy_index: int = 0) -> AgentEnv:
     (kept on the env as `copy_index`; episodes are seeded by reset, so copies never share randomness)."""
     name, kwargs = cfg.env.name, dict(cfg.env.kwargs or {})
     check_env_name(name)
-    if name in _BUILTIN:
-        cls = _adapter_class(_BUILTIN[name])
+    if name in BUILTIN_ENVS:
+        cls = _adapter_class(BUILTIN_ENVS[name])
         allowed = _allowed_kwargs(cls)
         unknown = sorted(set(kwargs) - set(allowed))
         if unknown:
@@ -49,7 +43,7 @@ def make_env(cfg: Config, agent_id: int, copy_index: int = 0) -> AgentEnv:
                 raise
             raise ConfigError(f"env {name!r} with env.kwargs={kwargs!r}: {e}") from e
     else:
-        from actors.envs.pettingzoo_env import make_pettingzoo
+        from magicmask.actors.envs.pettingzoo_env import make_pettingzoo
         env = make_pettingzoo(name, agent_id, cfg.run.agents, kwargs, cfg.env.max_episode_steps)
     env.copy_index = copy_index
     return env

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from protocol.envspec import EnvSpec
+from magicmask.protocol.envspec import EnvSpec
 
 # fn(seat_agent_id, obs_from_that_seat, legal_of_that_seat) -> action
 OpponentFn = Callable[[int, np.ndarray, np.ndarray], int]

@@ -16,8 +16,8 @@ from typing import Callable
 import numpy as np
 from pettingzoo.classic.connect_four.connect_four import raw_env as _ConnectFourRaw
 
-from actors.envs.base import random_legal
-from actors.envs.pettingzoo_env import AECAdapter, split_obs
+from magicmask.actors.envs.base import random_legal
+from magicmask.actors.envs.pettingzoo_env import AECAdapter, split_obs
 
 ROWS, COLS = 6, 7
 SEATS = ("player_0", "player_1")

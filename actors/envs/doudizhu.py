@@ -37,8 +37,8 @@ import rlcard
 from rlcard.games.doudizhu.utils import ACTION_2_ID, ID_2_ACTION
 from rlcard.models.doudizhu_rule_models import DouDizhuRuleAgentV1
 
-from actors.envs.base import AgentEnv
-from protocol.envspec import EnvSpec
+from magicmask.actors.envs.base import AgentEnv
+from magicmask.protocol.envspec import EnvSpec
 
 N_SEATS = 3
 OBS_SIZES = (790, 901, 901)          # landlord, peasant (down), peasant (up)

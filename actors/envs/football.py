@@ -56,8 +56,8 @@ import warnings
 
 import numpy as np
 
-from actors.envs.base import AgentEnv, TeamWorld
-from protocol.envspec import EnvSpec
+from magicmask.actors.envs.base import AgentEnv, TeamWorld
+from magicmask.protocol.envspec import EnvSpec
 
 SCENARIO = "academy_3_vs_1_with_keeper"
 N_PLAYERS = 3          # controlled left players, one per agent

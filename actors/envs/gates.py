@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from actors.envs.base import AgentEnv
-from protocol.envspec import EnvSpec
+from magicmask.actors.envs.base import AgentEnv
+from magicmask.protocol.envspec import EnvSpec
 
 SHARED_COLOUR = np.array([230, 150, 30], np.uint8)    # orange: gates every agent has
 PRIVATE_COLOUR = np.array([60, 120, 230], np.uint8)   # blue: this agent's own gate

@@ -35,8 +35,8 @@ import os
 
 import numpy as np
 
-from actors.envs.base import AgentEnv, TeamWorld
-from protocol.envspec import EnvSpec
+from magicmask.actors.envs.base import AgentEnv, TeamWorld
+from magicmask.protocol.envspec import EnvSpec
 
 N_ACTIONS = 5
 IDLE = 1

@@ -14,9 +14,9 @@ import math
 import gymnasium
 import numpy as np
 
-from actors.envs.base import AgentEnv
-from protocol.config import ConfigError
-from protocol.envspec import EnvSpec
+from magicmask.actors.envs.base import AgentEnv
+from magicmask.protocol.config import ConfigError
+from magicmask.protocol.envspec import EnvSpec
 
 
 def load_factory(path: str):

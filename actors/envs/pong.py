@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from actors.envs.base import AgentEnv
-from protocol.envspec import EnvSpec
+from magicmask.actors.envs.base import AgentEnv
+from magicmask.protocol.envspec import EnvSpec
 
 
 class PongEnv(AgentEnv):

@@ -11,9 +11,9 @@ import os
 
 import numpy as np
 
-from actors.envs.base import AgentEnv
-from protocol.config import ConfigError
-from protocol.envspec import EnvSpec
+from magicmask.actors.envs.base import AgentEnv
+from magicmask.protocol.config import ConfigError
+from magicmask.protocol.envspec import EnvSpec
 
 SEATS = ("first_0", "second_0")
 

@@ -11,7 +11,7 @@ MAGIC-MASK's own mask and the published baselines it is compared with (shared/re
 """
 from __future__ import annotations
 
-from explain.baselines.base import Explainer
+from magicmask.explain.baselines.base import Explainer
 
 NAMES = ("magicmask", "statemask", "edge", "lazymdp", "valuemax", "random")
 
@@ -20,17 +20,17 @@ def make_explainer(name: str, cfg) -> Explainer:
     """A fresh explainer for one agent; `cfg` is the run's protocol.config.Config (budgets from cfg.explain)."""
     key = str(name).strip().lower()
     if key == "magicmask":
-        from explain.baselines.magicmask import MagicMaskExplainer as cls
+        from magicmask.explain.baselines.magicmask import MagicMaskExplainer as cls
     elif key == "statemask":
-        from explain.baselines.statemask import StateMaskExplainer as cls
+        from magicmask.explain.baselines.statemask import StateMaskExplainer as cls
     elif key == "edge":
-        from explain.baselines.edge import EdgeExplainer as cls
+        from magicmask.explain.baselines.edge import EdgeExplainer as cls
     elif key == "lazymdp":
-        from explain.baselines.lazymdp import LazyMDPExplainer as cls
+        from magicmask.explain.baselines.lazymdp import LazyMDPExplainer as cls
     elif key == "valuemax":
-        from explain.baselines.valuemax import ValueMaxExplainer as cls
+        from magicmask.explain.baselines.valuemax import ValueMaxExplainer as cls
     elif key == "random":
-        from explain.baselines.random import RandomExplainer as cls
+        from magicmask.explain.baselines.random import RandomExplainer as cls
     else:
         raise ValueError(f"unknown explainer {name!r}; known: {', '.join(NAMES)}")
     return cls(cfg)

@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 import torch
 
-from explain.episodes import Episode, TrainedRun
+from magicmask.explain.episodes import Episode, TrainedRun
 
 
 @contextlib.contextmanager

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from explain.baselines.base import Explainer, seeded
+from magicmask.explain.baselines.base import Explainer, seeded
 
 with warnings.catch_warnings():  # gpytorch's import uses torch.jit.script, deprecated in recent torch
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from explain.baselines.base import Explainer, greedy_actions, seeded
-from learner.networks import StackedMLP
+from magicmask.explain.baselines.base import Explainer, greedy_actions, seeded
+from magicmask.models.networks import StackedMLP
 
 
 def legal_gap(q: np.ndarray, legal: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from explain.baselines.base import Explainer
+from magicmask.explain.baselines.base import Explainer
 
 
 class MagicMaskExplainer(Explainer):

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from explain.baselines.base import Explainer, greedy_actions, random_other_legal, seeded
-from learner.batched_ppo import bernoulli_logp, clipped_policy_loss, clipped_value_loss, normalize
-from learner.gae import gae
-from learner.networks import StackedMLP
+from magicmask.explain.baselines.base import Explainer, greedy_actions, random_other_legal, seeded
+from magicmask.models.ppo_loss import bernoulli_logp, clipped_policy_loss, clipped_value_loss, normalize
+from magicmask.models.gae import gae
+from magicmask.models.networks import StackedMLP
 
 
 class StateMaskExplainer(Explainer):

@@ -1,0 +1,196 @@
+"""`magicmask run`: starts the broker, the learner and one actor per agent as separate processes, shows
+one live progress view, restarts actors that die, and stops everything cleanly.
+
+Rules: an actor that exits with an error (or is killed) is restarted with a new incarnation, at most
+`run.max_actor_restarts` times each; the learner or the broker dying stops the run and shows its log
+tail; Ctrl-C or SIGTERM sends SIGTERM to every child, waits up to 4 s, then kills what is left (every
+child runs in its own session, so no orphan survives). The run ends when the learner exits on its own
+(every agent reached `run.total_steps`).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from magicmask.protocol.config import Config
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    started: list[float] = field(default_factory=list)
+
+
+def tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def scrape(port: int, host: str = "127.0.0.1") -> dict[tuple, float]:
+    """Samples of one process's Prometheus endpoint as {(name, labels...): value}; empty when unreachable."""
+    if not port:
+        return {}
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=0.5) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, *sorted(s.labels.items()))] = s.value
+    return out
+
+
+class Supervisor:
+    def __init__(self, cfg: Config, run_dir: Path, config_path: Path):
+        self.cfg, self.run_dir = cfg, run_dir
+        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        base = [sys.executable, "-m", "magicmask.cli"]
+        common = ["--config", str(config_path), "--run-dir", str(run_dir)]
+        self.children = [Child("broker", [*base, "broker", *common]), Child("learner", [*base, "learner", *common])]
+        self.children += [Child(f"actor{i}", [*base, "actor", "--agent", str(i), *common]) for i in range(cfg.run.agents)]
+        self.stopping = False
+        self.t0 = time.time()
+
+    def start(self, child: Child) -> None:
+        log = open(self.run_dir / "logs" / f"{child.name}.log", "ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "MAGICMASK_RESTART": str(child.restarts)}
+        child.proc = subprocess.Popen(child.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      start_new_session=True, env=env)
+        log.close()
+        child.started.append(time.time())
+
+    def stop_all(self, grace_s: float = 4.0) -> None:
+        for c in self.children:
+            if c.proc and c.proc.poll() is None:
+                try:
+                    os.killpg(c.proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + grace_s
+        for c in self.children:
+            if c.proc is None:
+                continue
+            try:
+                c.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(c.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                c.proc.wait()
+
+    def _on_signal(self, *_):
+        self.stopping = True
+
+    def status(self) -> dict:
+        """One snapshot of the run, read from the processes' own metrics endpoints."""
+        cfg = self.cfg
+        host = cfg.net.metrics_host if cfg.net.metrics_host not in ("0.0.0.0", "") else "127.0.0.1"
+        lm = scrape(cfg.metrics_port_of("learner"), host)
+        bm = scrape(cfg.metrics_port_of("broker"), host)
+        agents = []
+        for i in range(cfg.run.agents):
+            a = (("agent", str(i)),)
+            agents.append({
+                "steps": lm.get(("magicmask_learner_agent_env_steps", *a), 0.0),
+                "return": lm.get(("magicmask_learner_mean_return", *a)),
+                "keep": lm.get(("magicmask_learner_keep_rate", *a)),
+                "lag": lm.get(("magicmask_learner_policy_lag", *a)),
+                "win_random": lm.get(("magicmask_learner_eval", *a, ("name", "vs_random_win"))),
+                "precision": lm.get(("magicmask_learner_eval", *a, ("name", "precision_at_k"))),
+                "restarts": self.children[2 + i].restarts,
+            })
+        return {"elapsed": time.time() - self.t0, "version": lm.get(("magicmask_learner_policy_version",), 0.0),
+                "sps": lm.get(("magicmask_learner_steps_per_second",), 0.0),
+                "snapshot_seq": bm.get(("magicmask_broker_snapshot_seq",)), "agents": agents}
+
+    def render(self, st: dict):
+        from rich.table import Table
+
+        def f(v, fmt):
+            return "-" if v is None else format(v, fmt)
+        t = Table(title=f"MAGIC-MASK {self.run_dir.name}  {st['elapsed']:.0f}s  policy v{st['version']:.0f}  "
+                        f"{st['sps']:.0f} steps/s  broker snapshot #{f(st['snapshot_seq'], '.0f')}")
+        for col in ("agent", "env steps", "mean return", "keep-rate m", "policy lag", "win vs random", "precision@k", "restarts"):
+            t.add_column(col, justify="right")
+        for i, a in enumerate(st["agents"]):
+            t.add_row(str(i), f"{a['steps']:.0f}/{self.cfg.run.total_steps}", f(a["return"], ".3f"), f(a["keep"], ".2f"),
+                      f(a["lag"], ".0f"), f(a["win_random"], ".2f"), f(a["precision"], ".2f"), str(a["restarts"]))
+        return t
+
+    def run(self) -> int:
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        for c in self.children:
+            self.start(c)
+        live = None
+        if self.cfg.run.progress and sys.stdout.isatty():
+            from rich.live import Live
+            live = Live(self.render(self.status()), refresh_per_second=2)
+            live.start()
+        last_line = 0.0
+        code = 0
+        try:
+            while not self.stopping:
+                time.sleep(0.25)
+                learner = self.children[1]
+                if learner.proc.poll() is not None:
+                    if learner.proc.returncode == 0:
+                        print(f"learner finished: {tail(self.run_dir / 'logs' / 'learner.log', 1)}", flush=True)
+                    else:
+                        code = self._failed(learner)
+                    break
+                if self.children[0].proc.poll() is not None:
+                    code = self._failed(self.children[0])
+                    break
+                for c in self.children[2:]:
+                    rc = c.proc.poll()
+                    if rc is not None and rc != 0:
+                        if c.restarts >= self.cfg.run.max_actor_restarts:
+                            code = self._failed(c)
+                            self.stopping = True
+                            break
+                        c.restarts += 1
+                        print(f"{c.name} exited with {rc}; restarting ({c.restarts}/{self.cfg.run.max_actor_restarts})",
+                              flush=True)
+                        self.start(c)
+                now = time.time()
+                if live is not None and now - last_line > 1.0:
+                    live.update(self.render(self.status()))
+                    last_line = now
+                elif live is None and self.cfg.run.progress and now - last_line > 10.0:
+                    st = self.status()
+                    rets = " ".join("-" if a["return"] is None else f"{a['return']:.2f}" for a in st["agents"])
+                    print(f"[{st['elapsed']:.0f}s] v{st['version']:.0f} {st['sps']:.0f} steps/s "
+                          f"steps={[int(a['steps']) for a in st['agents']]} returns={rets}", flush=True)
+                    last_line = now
+        finally:
+            if live is not None:
+                live.update(self.render(self.status()))
+                live.stop()
+            self.stop_all()
+        if self.stopping and code == 0 and self.children[1].proc.returncode not in (0, None):
+            code = 130
+        print(f"run directory: {self.run_dir}", flush=True)
+        return code
+
+    def _failed(self, child: Child) -> int:
+        log = self.run_dir / "logs" / f"{child.name}.log"
+        print(f"\n{child.name} exited with code {child.proc.returncode}; the run stops. Last lines of {log}:\n"
+              f"{tail(log)}", file=sys.stderr, flush=True)
+        return 1

@@ -1,0 +1,285 @@
+"""Stacked per-agent networks: every parameter has a leading agent dimension N, and one `torch.baddbmm`
+runs a layer for every agent at once (docs/BENCHMARKS.md).
+
+`AgentNets` holds four 2-hidden-layer tanh MLPs per agent:
+  policy      obs -> logits[A]    (head gain 0.01: a near-uniform initial policy, CleanRL)
+  value       obs -> V(s)         (head gain 1.0)
+  mask        obs -> mask logit   (m = sigmoid(logit) is the KEEP probability; head gain 0.01 and bias
+                                   `mask_init_bias`, so m ~ sigmoid(mask_init_bias) everywhere at start)
+  mask_value  obs -> V_mask(s)    (the mask's own critic, head gain 1.0)
+
+The policy head comes in two kinds (`ppo.action_head`):
+  dense       the last layer maps the hidden layer to one logit per action id (A outputs)
+  features    the env gives a fixed feature table E[A, F] (learner/action_features.py); `policy` maps obs to
+              an embedding f(s)[H] (gain 0.01: near-uniform start), `action_encoder` maps E[a] to g(a)[H],
+              and logit(s, a) = <f(s), g(a)>. Actions that share cards share parameters, so what is learned
+              about one action carries over to the actions like it (docs/ALGORITHM.md has the measurement).
+
+Agents whose observations differ in shape cannot share a stack: `group_nets` builds one `AgentNets` per
+group of `EnvSpec.groups()`.
+
+Weights travel as one agent's slice: `agent_state(i)` gives {name: float32 array without the agent
+dimension} and `load_agent_state(i, arrays)` validates and loads such a dict; the actor builds
+`AgentNets(n_agents=1, ...)` and loads slice 0.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+HEADS = ("policy", "value", "mask", "mask_value")
+
+
+def masked_logits(logits: torch.Tensor, legal: torch.Tensor | None) -> torch.Tensor:
+    """Illegal actions get the dtype's most negative finite value: probability 0 after softmax, never NaN
+    (a row with no legal action at all becomes uniform instead of NaN)."""
+    if legal is None:
+        return logits
+    return torch.where(legal.bool(), logits, torch.finfo(logits.dtype).min)
+
+
+class StackedLinear(nn.Module):
+    """N independent linear layers: weight [N, in, out], bias [N, 1, out]; x[N, B, in] -> [N, B, out]."""
+
+    def __init__(self, n_agents: int, in_features: int, out_features: int, gain: float = math.sqrt(2),
+                 bias_init: float = 0.0, generator: torch.Generator | None = None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_agents, in_features, out_features))
+        self.bias = nn.Parameter(torch.full((n_agents, 1, out_features), float(bias_init)))
+        with torch.no_grad():
+            for i in range(n_agents):
+                # Orthogonal init per agent slice, drawn as nn.Linear's [out, in] weight (CleanRL's layer_init)
+                w = torch.empty(out_features, in_features)
+                nn.init.orthogonal_(w, gain, generator=generator)
+                self.weight[i].copy_(w.T)
+
+    def forward(self, x: torch.Tensor, sel=slice(None), cols: torch.Tensor | None = None) -> torch.Tensor:
+        """`sel` picks the agents (a slice or an index tensor) whose slices x belongs to; `cols` (sorted output
+        ids) computes only those outputs: [N, B, len(cols)]."""
+        w, b = self.weight[sel], self.bias[sel]
+        if cols is not None:
+            w, b = w[..., cols], b[..., cols]
+        return torch.baddbmm(b, x, w)
+
+
+class StackedMLP(nn.Sequential):
+    """Linear-tanh-linear-tanh-linear, stacked over agents (parameter names like `policy.0.weight`)."""
+
+    def __init__(self, n_agents, in_features, hidden, out_features, head_gain, head_bias=0.0, generator=None):
+        g = math.sqrt(2)
+        super().__init__(
+            StackedLinear(n_agents, in_features, hidden, g, generator=generator), nn.Tanh(),
+            StackedLinear(n_agents, hidden, hidden, g, generator=generator), nn.Tanh(),
+            StackedLinear(n_agents, hidden, out_features, head_gain, head_bias, generator=generator))
+
+    def forward(self, x: torch.Tensor, sel=slice(None), cols: torch.Tensor | None = None) -> torch.Tensor:
+        """`cols` restricts the last layer's outputs (see StackedLinear)."""
+        last = len(self) - 1
+        for i, layer in enumerate(self):
+            x = layer(x, sel, cols if i == last else None) if isinstance(layer, StackedLinear) else layer(x)
+        return x
+
+
+class StackedConv2d(nn.Module):
+    """N independent conv layers run as one grouped convolution: weight [N, out, in, k, k]; the agents'
+    channels are laid side by side, x[B, N*in, H, W] -> [B, N*out, H', W'] with groups = N."""
+
+    def __init__(self, n_agents: int, in_ch: int, out_ch: int, kernel: int, stride: int, generator=None):
+        super().__init__()
+        self.stride = stride
+        self.weight = nn.Parameter(torch.empty(n_agents, out_ch, in_ch, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(n_agents, out_ch))
+        with torch.no_grad():
+            for i in range(n_agents):
+                nn.init.orthogonal_(self.weight[i], math.sqrt(2), generator=generator)
+
+    def forward(self, x: torch.Tensor, sel=slice(None)) -> torch.Tensor:
+        w, b = self.weight[sel], self.bias[sel]
+        return nn.functional.conv2d(x, w.reshape(-1, *w.shape[2:]), b.reshape(-1), self.stride, groups=w.shape[0])
+
+
+class StackedNatureCNN(nn.Module):
+    """The Nature-DQN torso (Mnih et al. 2015; CleanRL's ppo_atari): 32x8x8/4, 64x4x4/2, 64x3x3/1, FC 512,
+    ReLU, pixels scaled by 1/255; stacked over agents. x[N, B, C, 84, 84] -> [N, B, 512]."""
+
+    def __init__(self, n_agents: int, in_ch: int, hw: tuple[int, int], generator=None):
+        super().__init__()
+        self.convs = nn.ModuleList([StackedConv2d(n_agents, in_ch, 32, 8, 4, generator),
+                                    StackedConv2d(n_agents, 32, 64, 4, 2, generator),
+                                    StackedConv2d(n_agents, 64, 64, 3, 1, generator)])
+        h, w = hw
+        for k, s_ in ((8, 4), (4, 2), (3, 1)):
+            h, w = (h - k) // s_ + 1, (w - k) // s_ + 1
+        self.fc = StackedLinear(n_agents, 64 * h * w, 512, math.sqrt(2), generator=generator)
+
+    def forward(self, x: torch.Tensor, sel=slice(None)) -> torch.Tensor:
+        n, b = x.shape[:2]
+        y = x.transpose(0, 1).reshape(b, n * x.shape[2], *x.shape[3:]) / 255.0  # agents' channels side by side
+        for conv in self.convs:
+            y = torch.relu(conv(y, sel))
+        y = y.reshape(b, n, -1).transpose(0, 1)                                   # back to [N, B, features]
+        return torch.relu(self.fc(y, sel))
+
+
+class AgentNets(nn.Module):
+    """Per agent: policy, value, mask and mask value. Flat observations use four separate MLPs; image
+    observations (`image_shape` = (C, H, W)) use two Nature-CNN torsos, one shared by the policy and its
+    critic (as in CleanRL's ppo_atari) and one by the mask and its critic, with linear heads.
+    `action_features` (a table [n_actions, F], flat observations only) selects the features policy head."""
+
+    def __init__(self, n_agents: int, obs_dim: int, n_actions: int, hidden: int = 64,
+                 mask_init_bias: float = 0.0, seed: int | None = None, image_shape: tuple | None = None,
+                 action_features: np.ndarray | None = None):
+        super().__init__()
+        self.n_agents, self.obs_dim, self.n_actions, self.hidden = n_agents, obs_dim, n_actions, hidden
+        self.image_shape = tuple(image_shape) if image_shape else None
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.action_encoder = None
+        self._embedding_cache = None
+        if action_features is not None:
+            table = torch.tensor(np.asarray(action_features, np.float32))
+            if self.image_shape or table.ndim != 2 or table.shape[0] != n_actions:
+                image = " and image observations" if self.image_shape else ""
+                raise ValueError(f"action features: a table [n_actions={n_actions}, F] with flat observations, "
+                                 f"got shape {tuple(table.shape)}{image}")
+            # not saved with the weights: every process rebuilds the same table from the env's name
+            self.register_buffer("action_table", table, persistent=False)
+            self.action_encoder = StackedMLP(n_agents, table.shape[1], hidden, hidden, 1.0, generator=gen)
+        if self.image_shape:
+            c, h, w = self.image_shape
+            self.torso = StackedNatureCNN(n_agents, c, (h, w), gen)
+            self.mask_torso = StackedNatureCNN(n_agents, c, (h, w), gen)
+            self.policy = StackedLinear(n_agents, 512, n_actions, 0.01, generator=gen)
+            self.value = StackedLinear(n_agents, 512, 1, 1.0, generator=gen)
+            self.mask = StackedLinear(n_agents, 512, 1, 0.01, mask_init_bias, generator=gen)
+            self.mask_value = StackedLinear(n_agents, 512, 1, 1.0, generator=gen)
+            return
+        policy_out = hidden if self.action_encoder is not None else n_actions
+        self.policy = StackedMLP(n_agents, obs_dim, hidden, policy_out, 0.01, generator=gen)
+        self.value = StackedMLP(n_agents, obs_dim, hidden, 1, 1.0, generator=gen)
+        self.mask = StackedMLP(n_agents, obs_dim, hidden, 1, 0.01, mask_init_bias, generator=gen)
+        self.mask_value = StackedMLP(n_agents, obs_dim, hidden, 1, 1.0, generator=gen)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.value.weight.dtype if self.image_shape else self.value[0].weight.dtype
+
+    def policy_parameters(self) -> list[nn.Parameter]:
+        """What the policy loss trains: the policy and its critic, their shared torso, the action encoder."""
+        mods = [self.policy, self.value, getattr(self, "torso", None), self.action_encoder]
+        return [p for m in mods if m is not None for p in m.parameters()]
+
+    def mask_parameters(self) -> list[nn.Parameter]:
+        """What the mask loss trains: the mask and its critic, and their shared torso."""
+        mods = [self.mask, self.mask_value, getattr(self, "mask_torso", None)]
+        return [p for m in mods if m is not None for p in m.parameters()]
+
+    def action_embeddings(self, sel=slice(None), actions: torch.Tensor | None = None) -> torch.Tensor:
+        """g(E[actions]) for the selected agents: [n, len(actions) or A, H]. The full table's embeddings are
+        cached while gradients are off (acting, evaluating) and the encoder's weights are unchanged: every
+        in-place change to a parameter (loading weights, an optimizer step) bumps its version counter, which
+        is part of the cache key."""
+        key = None
+        if actions is None and not torch.is_grad_enabled() and isinstance(sel, slice) and sel == slice(None):
+            key = tuple((p.data_ptr(), p._version) for p in self.action_encoder.parameters())
+            if self._embedding_cache is not None and self._embedding_cache[0] == key:
+                return self._embedding_cache[1]
+        n = self.n_agents if isinstance(sel, slice) else len(sel)
+        table = self.action_table if actions is None else self.action_table[actions]
+        emb = self.action_encoder(table.to(self.dtype).expand(n, -1, -1), sel)
+        if key is not None:
+            self._embedding_cache = (key, emb)
+        return emb
+
+    def policy_logits(self, x: torch.Tensor, sel=slice(None), actions: torch.Tensor | None = None) -> torch.Tensor:
+        """x[n, B, obs_dim] -> logits[n, B, A] (or only the columns `actions`) with the dense or the features head."""
+        if self.action_encoder is None:
+            return self.policy(x, sel, actions)
+        return torch.bmm(self.policy(x, sel), self.action_embeddings(sel, actions).transpose(1, 2))
+
+    def forward(self, obs: torch.Tensor, sel=slice(None), actions: torch.Tensor | None = None):
+        """obs[N, B, *obs] of any numeric dtype -> logits[N,B,A], value[N,B], mask_logit[N,B], mask_value[N,B].
+
+        `sel` (a slice or an index tensor of agent ids) runs only those agents' slices; obs then has
+        len(sel) on its first axis. Gradients reach only the selected slices. `actions` (sorted action ids)
+        computes only those logits, [N, B, len(actions)]: the learner passes the actions legal anywhere in
+        its batch, which for Dou Dizhu is a few hundred of 27,472 (see BatchedPPO)."""
+        if self.image_shape:
+            if tuple(obs.shape[2:]) != self.image_shape:
+                raise ValueError(f"observation shape {tuple(obs.shape[2:])}, the nets expect {self.image_shape}")
+            x = obs.to(self.dtype)
+            h, hm = self.torso(x, sel), self.mask_torso(x, sel)
+            return (self.policy(h, sel, actions), self.value(h, sel).squeeze(-1),
+                    self.mask(hm, sel).squeeze(-1), self.mask_value(hm, sel).squeeze(-1))
+        x = obs.reshape(*obs.shape[:2], -1).to(self.dtype)
+        if x.shape[-1] != self.obs_dim:
+            raise ValueError(f"observation has {x.shape[-1]} features once flattened, the nets expect {self.obs_dim}")
+        return (self.policy_logits(x, sel, actions), self.value(x, sel).squeeze(-1),
+                self.mask(x, sel).squeeze(-1), self.mask_value(x, sel).squeeze(-1))
+
+    # ---------------- one agent's slice: how weights travel ----------------
+    def agent_state(self, i: int) -> dict[str, np.ndarray]:
+        """Agent i's slice of every parameter, float32, contiguous, without the agent dimension."""
+        if not 0 <= i < self.n_agents:
+            raise IndexError(f"agent {i} not in 0..{self.n_agents - 1}")
+        return {name: np.ascontiguousarray(p.detach()[i].to("cpu", torch.float32).numpy())
+                for name, p in self.named_parameters()}
+
+    def load_agent_state(self, i: int, arrays: dict[str, np.ndarray]) -> None:
+        """Validate (names, shapes, dtype float32, finite values) and load one agent's slice; nothing is
+        changed when any entry is wrong."""
+        if not 0 <= i < self.n_agents:
+            raise IndexError(f"agent {i} not in 0..{self.n_agents - 1}")
+        params = dict(self.named_parameters())
+        missing, unexpected = sorted(set(params) - set(arrays)), sorted(set(arrays) - set(params))
+        if missing or unexpected:
+            raise ValueError(f"agent weights: missing entries {missing}, unexpected entries {unexpected}")
+        for name, p in params.items():
+            a = arrays[name]
+            if not isinstance(a, np.ndarray):
+                raise ValueError(f"agent weights: entry {name!r} is a {type(a).__name__}, expected a numpy array")
+            if a.dtype != np.float32:
+                raise ValueError(f"agent weights: entry {name!r} has dtype {a.dtype}, expected float32")
+            if tuple(a.shape) != tuple(p.shape[1:]):
+                raise ValueError(f"agent weights: entry {name!r} has shape {tuple(a.shape)}, expected {tuple(p.shape[1:])}")
+            if not np.isfinite(a).all():
+                raise ValueError(f"agent weights: entry {name!r} holds non-finite values")
+        with torch.no_grad():
+            for name, p in params.items():
+                p[i].copy_(torch.from_numpy(np.array(arrays[name])))  # a copy: received buffers are read-only
+
+
+ACTION_HEADS = ("dense", "features")
+
+
+def nets_for(spec, hidden: int, n_agents: int, mask_init_bias: float = 0.0, seed: int | None = None,
+             action_head: str = "dense") -> AgentNets:
+    """The networks for agents with `spec.obs_shape`: a CNN for (C, H, W) image observations, MLPs otherwise;
+    the "features" action head scores actions with the table the spec names (`spec.action_features`)."""
+    if action_head not in ACTION_HEADS:
+        raise ValueError(f"ppo.action_head={action_head!r}: allowed values are {', '.join(ACTION_HEADS)}")
+    table = None
+    if action_head == "features":
+        if not spec.action_features:
+            raise ValueError(f"ppo.action_head='features' needs an env with action features; env "
+                             f"{spec.name or '?'!r} has none (use ppo.action_head=dense)")
+        from magicmask.models.action_features import action_feature_table
+        table = action_feature_table(spec.action_features)
+    image = tuple(spec.obs_shape) if len(spec.obs_shape) == 3 else None
+    return AgentNets(n_agents, spec.obs_dim, spec.n_actions, hidden, mask_init_bias, seed, image_shape=image,
+                     action_features=table)
+
+
+def group_nets(spec, hidden: int, mask_init_bias: float = 0.0, seed: int | None = None,
+               action_head: str = "dense") -> list[tuple[list[int], AgentNets]]:
+    """One stacked AgentNets per group of agents sharing an observation shape (`spec.groups()`), as
+    [(agent ids, nets)]. Group k is seeded with seed + k, so a single group is exactly
+    nets_for(spec, hidden, n_agents, ..., seed)."""
+    out = []
+    for k, (_, agents) in enumerate(spec.groups()):
+        out.append((agents, nets_for(spec.for_agent(agents[0]), hidden, len(agents), mask_init_bias,
+                                     None if seed is None else seed + k, action_head)))
+    return out

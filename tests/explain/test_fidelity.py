@@ -1,0 +1,161 @@
+"""The fidelity test's parts on hand-made inputs: window selection (longest run, ties), the score's sign, and
+the replay (determinism, the window's actions differ from the agent's own). No training: the replays use
+untrained networks, which is enough for determinism and for the window rule."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from magicmask.explain import fidelity as F
+from magicmask.explain.episodes import AgentPolicy, TrainedRun, record_episodes
+from magicmask.models.networks import AgentNets
+from magicmask.protocol import config as C
+
+
+# ---------------- select_window ----------------
+def test_window_is_the_longest_run_among_the_top_k():
+    imp = [0.9, 0.1, 0.8, 0.7, 0.6, 0.0, 0.95, 0.2, 0.1, 0.05]
+    # k = floor(0.5 * 10) = 5: steps {0, 2, 3, 4, 6}; runs [0], [2,3,4], [6] -> the longest is 2..4
+    assert F.select_window(imp, 0.5) == (2, 3)
+
+
+def test_window_k_is_at_least_one_and_floors():
+    imp = np.array([0.1, 0.5, 0.2, 0.9, 0.3])
+    assert F.select_window(imp, 0.1) == (3, 1)       # floor(0.5) = 0 -> k = 1: the single best step
+    assert F.select_window(imp, 0.4) == (3, 1)       # k = 2: {1, 3} not adjacent; equal length -> higher sum
+    assert F.select_window(imp, 1.0) == (0, 5)
+
+
+def test_window_ties_between_runs_higher_sum_then_earlier():
+    # k = 4: {0,1} and {4,5}; equally long, {4,5} sums higher
+    assert F.select_window([0.5, 0.5, 0.0, 0.0, 0.6, 0.6, 0.0, 0.0], 0.5) == (4, 2)
+    # equal sums too -> the earlier run
+    assert F.select_window([0.5, 0.5, 0.0, 0.0, 0.5, 0.5, 0.0, 0.0], 0.5) == (0, 2)
+
+
+def test_window_ties_in_importance_go_to_the_lower_index():
+    # all equal: the top-3 are steps 0, 1, 2 (lower index first) -> one run from 0
+    assert F.select_window(np.ones(10), 0.3) == (0, 3)
+    # step 5 and step 1 tie for the single slot: the lower index wins
+    assert F.select_window([0, 0.7, 0, 0, 0, 0.7, 0, 0, 0, 0], 0.1) == (1, 1)
+
+
+def test_window_rejects_bad_input():
+    with pytest.raises(ValueError):
+        F.select_window([], 0.1)
+    with pytest.raises(ValueError):
+        F.select_window([1.0, 2.0], 0.0)
+
+
+# ---------------- fidelity_score ----------------
+def test_score_sign_bigger_drop_higher_and_longer_window_lower():
+    L, d = 20, 3.0
+    assert F.fidelity_score(3, 0, 2, L, d) > F.fidelity_score(3, 2, 2, L, d)   # bigger drop -> higher
+    assert F.fidelity_score(3, 1, 2, L, d) > F.fidelity_score(3, 1, 6, L, d)   # longer window -> lower
+    assert F.fidelity_score(3, 0, 2, L, d) == pytest.approx(math.log(1.0) - math.log(2 / 20))
+    # an unchanged return is floored at p_d = 1e-3, not log(0)
+    assert F.fidelity_score(3, 3, 2, L, d) == pytest.approx(math.log(1e-3) - math.log(0.1))
+    # a gain counts like a drop (|delta R|)
+    assert F.fidelity_score(1, 2, 2, L, d) == F.fidelity_score(2, 1, 2, L, d)
+    with pytest.raises(ValueError):
+        F.fidelity_score(1, 0, 0, L, d)
+
+
+def test_reward_drop_pct():
+    assert F.reward_drop_pct(4.0, 3.0) == pytest.approx(25.0)
+    assert F.reward_drop_pct(-2.0, -3.0) == pytest.approx(50.0)   # |ret_orig| in the denominator
+    assert F.reward_drop_pct(0.0, 0.0) == 0.0
+
+
+# ---------------- replay ----------------
+def _untrained_run(env_cfg: str, agents: int, seed: int = 0) -> TrainedRun:
+    cfg = C.load(f"deploy/configs/{env_cfg}", [f"run.agents={agents}"], environ={})
+    from magicmask.actors.envs import make_env
+    spec = make_env(cfg, 0).spec
+    torch.manual_seed(seed)
+    pols = []
+    for _ in range(agents):
+        nets = AgentNets(1, spec.obs_dim, spec.n_actions, cfg.ppo.hidden)
+        pols.append(AgentPolicy(nets, cfg.mask.tau))
+    return TrainedRun(cfg, None, pols, 0)
+
+
+@pytest.mark.parametrize("env_cfg", ["gates.yaml", "connect4.yaml"])
+def test_replay_without_window_gives_the_recorded_return(env_cfg):
+    run = _untrained_run(env_cfg, 2)
+    for agent in (0, 1):
+        eps = record_episodes(run, agent, 6, 500, masked=False)
+        for ep in eps:
+            for start in (0, ep.length // 2, ep.length):
+                assert F.replay_perturbed(run, agent, ep, start, 0, np.random.default_rng(1)) == pytest.approx(ep.ret)
+        if env_cfg == "connect4.yaml":   # returns differ between games: the check is not vacuous
+            assert len({e.ret for e in eps}) > 1 or len({e.length for e in eps}) > 1
+
+
+@pytest.mark.parametrize("env_cfg", ["gates.yaml", "connect4.yaml"])
+def test_replay_is_deterministic_for_a_seed(env_cfg):
+    run = _untrained_run(env_cfg, 1)
+    ep = record_episodes(run, 0, 1, 77, masked=False)[0]
+    s, n = F.select_window(np.arange(ep.length)[::-1], 0.3)
+    a = [F.replay_perturbed(run, 0, ep, s, n, np.random.default_rng(5)) for _ in range(3)]
+    assert a[0] == a[1] == a[2]
+
+
+class _Recorder:
+    """Wraps an env and records the actions it is given."""
+
+    def __init__(self, env):
+        self.env, self.actions = env, []
+        self.spec = env.spec
+
+    def reset(self, seed):
+        self.actions = []
+        return self.env.reset(seed=seed)
+
+    def step(self, a):
+        self.actions.append(a)
+        return self.env.step(a)
+
+
+def test_replay_actions_before_inside_and_after_the_window():
+    run = _untrained_run("gates.yaml", 1)
+    ep = record_episodes(run, 0, 1, 3, masked=False)[0]
+    rec = _Recorder(run.make_env(0))
+    run.__dict__["_replay_envs"] = {0: rec}
+    s, n = 4, 3
+    F.replay_perturbed(run, 0, ep, s, n, np.random.default_rng(0))
+    acts = np.array(rec.actions)
+    assert len(acts) == ep.length
+    assert (acts[:s] == ep.actions[:s]).all()                 # recorded actions before the window
+    assert (acts[s:s + n] != ep.own_actions[s:s + n]).all()   # never the agent's own choice inside it
+    # gates' observations do not depend on the actions taken: after the window the greedy choice is the recorded one
+    assert (acts[s + n:] == ep.own_actions[s + n:]).all()
+
+
+def test_fidelity_rows_columns_and_control():
+    run = _untrained_run("gates.yaml", 1)
+    eps = record_episodes(run, 0, 3, 10, masked=False)
+    imp = {"first": [np.linspace(1, 0, e.length) for e in eps], "last": [np.linspace(0, 1, e.length) for e in eps]}
+    rows = F.fidelity_rows(run, 0, eps, imp, [0.1, 0.25], seed=0)
+    assert len(rows) == 2 * 3 * 2
+    assert all(tuple(r) == F.FIDELITY_COLUMNS for r in rows)
+    first = [r for r in rows if r["method"] == "first"]
+    assert all(r["window_start"] == 0 for r in first)
+    last = [r for r in rows if r["method"] == "last"]
+    assert all(r["window_start"] + r["window_len"] == r["episode_len"] for r in last)
+    # the control is seeded by (agent, episode, K, length): the same for both methods (equal window lengths)
+    for a, b in zip(first, last):
+        assert a["control_reward_drop_pct"] == b["control_reward_drop_pct"]
+
+
+def test_write_png_roundtrip(tmp_path):
+    img = (np.arange(5 * 7 * 3) % 256).astype(np.uint8).reshape(5, 7, 3)
+    F.write_png(tmp_path / "a.png", img)
+    data = (tmp_path / "a.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    try:
+        from PIL import Image
+    except ImportError:
+        return
+    assert (np.asarray(Image.open(tmp_path / "a.png")) == img).all()

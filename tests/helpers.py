@@ -1,0 +1,46 @@
+"""Plain helpers shared by several test modules (fixtures live in conftest.py; no test module imports another)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+
+import numpy as np
+
+from magicmask.protocol import config as C
+from magicmask.protocol import messages as M
+from magicmask.protocol.transport import free_ports
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium(args, timeout=120):
+    """Run headless Chromium with a throw-away profile (the report's browser checks)."""
+    with tempfile.TemporaryDirectory() as profile:
+        cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={profile}", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "HOME": profile})
+
+
+def free_port_overrides(metrics: bool = False) -> list[str]:
+    """`--set` items putting a run's six sockets on free loopback ports (metrics off unless asked for)."""
+    ports = free_ports(len(C.PORT_FIELDS) + 1)
+    return C.port_overrides(ports[:-1], ports[-1] if metrics else 0)
+
+
+def fragment_arrays(cfg, spec, obs_shape=None):
+    """A valid all-zero Fragment's arrays for cfg's T x E and spec's shapes (uniform legal policy, m = 0.5)."""
+    T, E, A = cfg.actor.fragment_len, cfg.env.copies, spec.n_actions
+    arrays = {}
+    for name, (dtype, shape) in M.SCHEMAS[M.FRAGMENT].arrays.items():
+        dims = []
+        for s in shape:
+            dims.extend(obs_shape or spec.obs_shape if s == "*obs" else [{"T": T, "E": E, "A": A}[s]])
+        arrays[name] = np.zeros(dims, spec.obs_dtype if dtype == "obs_dtype" else dtype)
+    arrays["legal"][:] = True
+    arrays["logp_mu"][:] = arrays["logp_pi"][:] = -np.log(A)
+    arrays["m"][:] = 0.5
+    return arrays

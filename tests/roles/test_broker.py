@@ -1,0 +1,512 @@
+"""Broker: the top-K buffer, topologies and the impairment model as units; the process on real loopback
+sockets (PULL reports, PUB snapshots, ROUTER state requests) run in a thread via `main`."""
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+from prometheus_client import REGISTRY
+from zmq.utils.monitor import recv_monitor_message
+
+from magicmask.broker import server
+from magicmask.broker.critical_buffer import CriticalBuffer
+from magicmask.broker.impairment import Impairment
+from magicmask.broker.topology import neighbours
+from magicmask.protocol import config as C
+from magicmask.protocol import messages as M
+from magicmask.protocol.codec import Sender, decode, encode
+from magicmask.protocol.transport import tcp
+
+pytestmark = pytest.mark.timeout(60)
+D = 32
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def unit_keys(n, d=D, seed=0):
+    """n nearly orthogonal unit keys (random Gaussian directions: cosine ~ +-0.3 in 32 dims)."""
+    k = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return k / np.linalg.norm(k, axis=1, keepdims=True)
+
+
+def metric(name, **labels):
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+# ---------------------------------------------------------------- buffer
+def test_buffer_top_k_order_and_capacity():
+    b = CriticalBuffer(capacity=4, key_dim=D, merge_rho=0.98, age_decay=1.0)
+    scores = np.array([0.3, 0.9, 0.1, 0.5, 0.7, 0.2, 0.8, 0.4, 0.6, 0.05], np.float32)
+    keys = unit_keys(10)
+    b.add(keys[:5], scores[:5], agent=0, clock=10)
+    b.add(keys[5:], scores[5:], agent=1, clock=20)
+    k, s, f = b.entries_for(0, None)
+    assert len(b) == 4 and k.shape == (4, D) and k.dtype == np.float32 and f.dtype == np.int64
+    np.testing.assert_allclose(s, [0.9, 0.8, 0.7, 0.6])
+    # keys came along with their scores, and finder bits say who found them
+    np.testing.assert_allclose(k, keys[[1, 6, 4, 8]], atol=1e-6)
+    assert f.tolist() == [1, 2, 1, 2]
+    # a score no higher than the weakest entry does not get in
+    b.add(unit_keys(1, seed=5), [0.6], agent=2, clock=30)
+    assert b.entries_for(0, None)[1].tolist() == pytest.approx([0.9, 0.8, 0.7, 0.6])
+
+
+def test_buffer_merges_near_duplicates():
+    b = CriticalBuffer(capacity=8, key_dim=D, merge_rho=0.98, age_decay=1.0)
+    k = unit_keys(2)
+    near = k[0] + 0.05 * unit_keys(1, seed=9)[0]  # cosine ~ 0.999 with k[0]
+    assert float(near @ k[0] / np.linalg.norm(near)) > 0.98
+    b.add(k[:1], [0.5], agent=0, clock=1)
+    b.add(near[None] * 3.0, [0.9], agent=2, clock=2)     # unnormalised on purpose
+    b.add(k[:1], [0.3], agent=1, clock=3)                # lower score: kept 0.9
+    b.add(np.stack([k[1], k[1]]), [0.4, 0.6], agent=3, clock=4)  # duplicates inside one report
+    keys, s, f = b.entries_for(0, None)
+    assert len(b) == 2
+    assert s.tolist() == pytest.approx([0.9, 0.6])
+    assert f.tolist() == [0b0111, 0b1000]
+    np.testing.assert_allclose(keys[0], k[0], atol=1e-6)  # the entry's key stays the first one found
+    assert b.first_seen[0] == 1 and b.last_update[0] == 3
+    assert b.merged == 3 and b.inserted == 2
+
+
+def test_buffer_ageing_lets_fresh_entries_in():
+    b = CriticalBuffer(capacity=3, key_dim=D, merge_rho=0.98, age_decay=0.5)
+    keys = unit_keys(6)
+    b.add(keys[:3], [0.9, 0.9, 0.9], agent=0, clock=0)
+    b.add(keys[3:4], [0.5], agent=1, clock=50)
+    assert 2 not in b.entries_for(0, None)[2].tolist()  # without ageing the fresh state cannot enter
+    b.age(3)                                            # 0.9 -> 0.1125
+    b.add(keys[3:], [0.5, 0.5, 0.5], agent=1, clock=200)
+    k, s, f = b.entries_for(0, None)
+    assert s.tolist() == pytest.approx([0.5] * 3) and f.tolist() == [2, 2, 2]
+    np.testing.assert_allclose(k, keys[3:], atol=1e-6)
+
+
+def test_buffer_topology_filter():
+    b = CriticalBuffer(capacity=8, key_dim=D, merge_rho=0.98, age_decay=1.0)
+    keys = unit_keys(4)
+    for a in range(4):
+        b.add(keys[a:a + 1], [0.1 * (a + 1)], agent=a, clock=a)
+    b.add(keys[3:4], [0.1], agent=1, clock=9)  # found by 1 and 3
+    _, s, f = b.entries_for(0, {0, 1})
+    assert s.tolist() == pytest.approx([0.4, 0.2, 0.1]) and f.tolist() == [0b10, 0b10, 0b01]  # bit 3 hidden
+    assert len(b.entries_for(0, set())[1]) == 0
+
+
+# ---------------------------------------------------------------- topology
+def comm(**kw):
+    c = C.CommConfig()
+    for k, v in kw.items():
+        setattr(c, k, v)
+    return c
+
+
+def test_topologies():
+    assert neighbours(comm(), 3) == {0: {0, 1, 2}, 1: {0, 1, 2}, 2: {0, 1, 2}}
+    assert neighbours(comm(topology="ring"), 5)[0] == {4, 0, 1}
+    assert neighbours(comm(topology="ring"), 5)[3] == {2, 3, 4}
+    star = neighbours(comm(topology="star"), 4)
+    assert star[0] == {0, 1, 2, 3} and star[2] == {0, 2}
+    rk = neighbours(comm(topology="random-k", random_k=2, seed=7), 6)
+    assert all(r in s and len(s) == 3 for r, s in rk.items())
+    assert rk == neighbours(comm(topology="random-k", random_k=2, seed=7), 6)  # seeded
+    assert neighbours(comm(topology="random-k", random_k=5), 3)[1] == {0, 1, 2}  # k capped at n-1
+    ex = neighbours(comm(topology="explicit", adjacency={"1": [0], 2: ["3", 1]}), 4)
+    assert ex == {0: {0}, 1: {0, 1}, 2: {1, 2, 3}, 3: {3}}
+
+
+# ---------------------------------------------------------------- impairment (no sockets)
+def test_impairment_off_by_default():
+    imp = Impairment(C.CommConfig())
+    assert all(imp.submit((-1, 0), i, 100, now=5.0) for i in range(50))
+    assert imp.next_due() == 5.0
+    assert [p for _, p in imp.due(5.0)] == list(range(50))
+    assert imp.next_due() is None and imp.due(6.0) == []
+    c = imp.counters[(-1, 0)]
+    assert c["sent"] == 50 and c["dropped"] == c["delayed"] == c["reordered"] == c["overflow"] == 0
+    assert c["bytes"] == 5000
+
+
+def test_impairment_iid_loss_rate_and_seed():
+    def run(seed):
+        imp = Impairment(comm(loss=0.3, seed=seed))
+        return [imp.submit((-1, 1), i, 10, now=0.0) for i in range(5000)]
+    a = run(1)
+    lost = 5000 - sum(a)
+    assert abs(lost - 1500) < 4 * math.sqrt(5000 * 0.3 * 0.7)
+    assert a == run(1) and a != run(2)
+
+
+def test_impairment_bursty_loss_has_mean_burst_len():
+    n = 40_000
+    imp = Impairment(comm(loss=0.2, loss_model="bursty", burst_len=4.0, seed=3))
+    ok = np.array([imp.submit((-1, 0), None, 1, now=0.0) for _ in range(n)])
+    lost = ~ok
+    assert abs(lost.mean() - 0.2) < 0.03
+    edges = np.diff(np.concatenate([[0], lost.astype(int), [0]]))
+    bursts = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+    assert abs(bursts.mean() - 4.0) < 0.4, bursts.mean()
+    # iid loss at the same rate has bursts of about 1 / (1 - p) = 1.25
+    imp = Impairment(comm(loss=0.2, seed=3))
+    lost = ~np.array([imp.submit((-1, 0), None, 1, now=0.0) for _ in range(n)])
+    edges = np.diff(np.concatenate([[0], lost.astype(int), [0]]))
+    assert (np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).mean() < 1.4
+
+
+def test_impairment_bandwidth_cap_queues_messages():
+    imp = Impairment(comm(bandwidth_bps=100_000))
+    imp.submit((-1, 0), "a", 10_000, now=0.0)   # occupies the link for 0.1 s
+    imp.submit((-1, 0), "b", 10_000, now=0.0)   # waits behind it: 0.2 s
+    imp.submit((-1, 1), "c", 1_000, now=0.0)    # another link is not slowed: 0.01 s
+    assert imp.next_due() == pytest.approx(0.01)
+    assert imp.due(0.0099) == [] and imp.due(0.0101) == [((-1, 1), "c")]
+    assert imp.due(0.0999) == [] and imp.due(0.1001) == [((-1, 0), "a")]
+    assert imp.due(0.1999) == [] and imp.due(0.2001) == [((-1, 0), "b")]
+    imp.submit((-1, 0), "d", 1_000, now=5.0)    # an idle link sends at once
+    assert imp.next_due() == pytest.approx(5.01)
+    assert imp.counters[(-1, 0)]["delayed"] == 3
+
+
+def test_impairment_latency_jitter_reorder_and_overflow():
+    imp = Impairment(comm(latency_ms=50, jitter_ms=10, reorder=0.2, reorder_ms=30, seed=1))
+    for i in range(400):
+        imp.submit((-1, 0), i, 10, now=i * 0.001)
+    out, t = [], 0.0
+    while imp.next_due() is not None:
+        t = imp.next_due()
+        released = imp.due(t)
+        out += [(t, p) for _, p in released]
+    delays = np.array([t - p * 0.001 for t, p in out])
+    assert delays.min() >= 0.05 - 1e-9 and delays.max() <= 0.09 + 1e-9
+    c = imp.counters[(-1, 0)]
+    assert abs(c["reordered"] - 80) < 4 * math.sqrt(400 * 0.2 * 0.8) and c["delayed"] == 400
+    order = [p for _, p in out]
+    assert order != sorted(order) and sorted(order) == list(range(400))  # later ones overtook
+    # bounded queue: the oldest waiting message leaves first
+    imp = Impairment(comm(latency_ms=1000), max_pending=10)
+    for i in range(25):
+        imp.submit((-1, 2), i, 1, now=0.0)
+    assert imp.pending((-1, 2)) == 10 and imp.counters[(-1, 2)]["overflow"] == 15
+    assert [p for _, p in imp.due(2.0)] == list(range(15, 25))
+
+
+# ---------------------------------------------------------------- the broker on loopback sockets
+def make_cfg(ports, agents=1, **sections):
+    cfg = C.Config()
+    cfg.run.agents = agents
+    cfg.actor.key_dim = D
+    net = cfg.net
+    (net.broker_reports_port, net.broker_snapshots_port, net.broker_router_port) = ports
+    net.host, net.metrics_port = "127.0.0.1", 0
+    for sec, values in sections.items():
+        for k, v in values.items():
+            setattr(getattr(cfg, sec), k, v)
+    return cfg
+
+
+@pytest.fixture
+def start_broker(tmp_path):
+    """start_broker(cfg) runs `server.main` in a thread; stopped and joined at teardown."""
+    running = []
+
+    def start(cfg):
+        ev = threading.Event()
+        th = threading.Thread(target=server.main, args=(cfg, tmp_path, ev), daemon=True)
+        th.start()
+        running.append((ev, th))
+        return ev, th
+
+    yield start
+    for ev, th in running:
+        ev.set()
+        th.join(5)
+        assert not th.is_alive()
+
+
+class Client:
+    """Actor-side sockets of a test: PUSH reports, SUB snapshots (topics of `receivers`), DEALERs."""
+
+    def __init__(self, cfg, receivers=(0,)):
+        self.cfg, self.ctx = cfg, zmq.Context()
+        self.senders = {}
+        self.push = self._sock(zmq.PUSH)
+        self.push.connect(tcp("127.0.0.1", cfg.net.broker_reports_port))
+        self.sub = self._sock(zmq.SUB)
+        for r in receivers:
+            self.sub.setsockopt(zmq.SUBSCRIBE, b"snap/%d" % r)
+        # slow joiner: wait for the SUB's handshake with the PUB so that no broadcast is missed by us
+        mon = self.sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self.sub.connect(tcp("127.0.0.1", cfg.net.broker_snapshots_port))
+        assert mon.poll(5000), "no connection to the broker's PUB"
+        recv_monitor_message(mon)
+        self.sub.disable_monitor()
+        mon.close(linger=0)
+        time.sleep(0.1)  # the subscription itself travels after the handshake
+        self.dealer = self._sock(zmq.DEALER)
+        self.dealer.connect(tcp("127.0.0.1", cfg.net.broker_router_port))
+
+    def _sock(self, kind):
+        s = self.ctx.socket(kind)
+        s.setsockopt(zmq.LINGER, 0)
+        return s
+
+    def sender(self, agent):
+        return self.senders.setdefault(agent, Sender(agent))
+
+    def report(self, agent, env_steps, keys=None, scores=None):
+        keys = np.zeros((0, D), np.float32) if keys is None else np.asarray(keys, np.float32)
+        scores = np.full(len(keys), 0.5, np.float32) if scores is None else np.asarray(scores, np.float32)
+        n = len(keys)
+        arrays = {"keys": keys, "scores": scores, "steps": np.full(n, env_steps, np.int64),
+                  "positions": np.zeros(n, np.int32)}
+        self.push.send_multipart(self.sender(agent).pack(M.REPORT, {"env_steps": env_steps}, arrays))
+
+    def snapshot(self, timeout=2.0):
+        """(receive time, Message) of the next snapshot on the SUB, or None."""
+        if not self.sub.poll(int(timeout * 1000)):
+            return None
+        frames = self.sub.recv_multipart()
+        t = time.time()
+        msg = M.validate(decode(frames[1:], 2**26), {"K": D}, (M.SNAPSHOT,))
+        assert frames[0] == b"snap/%d" % msg.body["receiver"]
+        return t, msg
+
+    def drain(self, quiet=0.3):
+        out = []
+        while (got := self.snapshot(quiet)) is not None:
+            out.append(got)
+        return out
+
+    def request(self, agent, timeout=2.0, dealer=None):
+        dealer = dealer or self.dealer
+        dealer.send_multipart(self.sender(agent).pack(M.HEARTBEAT, {"role": "actor", "want": "snapshot"}))
+        if not dealer.poll(int(timeout * 1000)):
+            return None
+        return M.validate(decode(dealer.recv_multipart(), 2**26), {"K": D}, (M.SNAPSHOT,))
+
+    def close(self):
+        for s in (self.push, self.sub, self.dealer):
+            s.close(linger=0)
+        self.ctx.term()
+
+
+@pytest.fixture
+def clients():
+    made = []
+
+    def make(cfg, receivers=(0,)):
+        made.append(Client(cfg, receivers))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def test_snapshot_every_50_steps_and_late_joiner(free_ports, start_broker, clients, tmp_path):
+    cfg = make_cfg(free_ports(3), agents=2)
+    start_broker(cfg)
+    c = clients(cfg, receivers=(0, 1))
+    keys = unit_keys(20)
+    for i, steps in enumerate(range(25, 501, 25)):       # 20 reports, the clock crosses 10 multiples of 50
+        c.report(i % 2, steps, keys[i:i + 1], [0.01 * (i + 1)])
+    snaps = c.drain()
+    by_r = {r: [m for _, m in snaps if m.body["receiver"] == r] for r in (0, 1)}
+    for r, ms in by_r.items():
+        assert [m.seq for m in ms] == list(range(1, 11))
+        assert [m.body["clock"] for m in ms] == list(range(50, 501, 50))
+        assert len({m.incarnation for m in ms}) == 1 and all(m.agent == -1 for m in ms)
+        sc = ms[-1].arrays["scores"]
+        assert len(sc) == 20 and np.all(np.diff(sc) <= 0)  # full buffer, best first
+    lines = [json.loads(x) for x in (tmp_path / "critical" / "snapshots.jsonl").read_text().splitlines()]
+    assert [x["seq"] for x in lines] == list(range(1, 11)) and lines[-1]["n"] == 20
+    assert lines[-1]["finders"][:2] == [2, 1] and lines[-1]["dropped"] == []
+    assert metric("magicmask_broker_snapshot_seq") == 10
+    # a late joiner: state request over the ROUTER gives the current snapshot with the last seq (Clone)
+    late = c._sock(zmq.DEALER)
+    late.connect(tcp("127.0.0.1", cfg.net.broker_router_port))
+    try:
+        m = c.request(1, dealer=late)
+    finally:
+        late.close(linger=0)
+    assert m is not None and m.seq == 10 and m.body["receiver"] == 1 and m.body["clock"] == 500
+    np.testing.assert_array_equal(m.arrays["finders"], by_r[1][-1].arrays["finders"])
+    assert c.snapshot(0.2) is None  # the state reply went to the DEALER only, not to the stream
+
+
+def test_loss_counted_as_seq_gaps(free_ports, start_broker, clients):
+    rounds, p = 300, 0.3
+    cfg = make_cfg(free_ports(3), agents=2, comm={"loss": p, "seed": 11}, broker={"save_snapshots": False})
+    dropped0 = {r: metric("magicmask_link_messages_total", link=f"-1->{r}", event="dropped") for r in (0, 1)}
+    start_broker(cfg)
+    c = clients(cfg, receivers=(0, 1))
+    for i in range(1, rounds + 1):
+        c.report(0, 50 * i, unit_keys(1, seed=i), [0.5])
+    deadline = time.monotonic() + 10
+    while (m := c.request(0)) is not None and m.seq < rounds and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert m is not None and m.seq == rounds
+    snaps = c.drain()
+    received = lost = 0
+    for r in (0, 1):
+        last, gaps, n = 0, 0, 0
+        for _, m in snaps:
+            if m.body["receiver"] != r:
+                continue
+            assert m.seq > last
+            gaps += m.seq - last - 1           # the receiver's rule: a seq jump counts as gaps
+            last, n = m.seq, n + 1
+        gaps += rounds - last                  # losses after the last one received
+        assert gaps == rounds - n
+        assert gaps == metric("magicmask_link_messages_total", link=f"-1->{r}", event="dropped") - dropped0[r]
+        received, lost = received + n, lost + gaps
+    total = 2 * rounds
+    assert received + lost == total
+    assert abs(lost - p * total) <= 4 * math.sqrt(total * p * (1 - p)), lost
+
+
+def test_latency_delays_every_snapshot(free_ports, start_broker, clients):
+    cfg = make_cfg(free_ports(3), comm={"latency_ms": 50.0}, broker={"save_snapshots": False})
+    start_broker(cfg)
+    c = clients(cfg)
+    snaps = []
+    for i in range(1, 11):  # receive each before the next report, so receive time is arrival time
+        c.report(0, 50 * i, unit_keys(1, seed=i))
+        snaps.append(c.snapshot(1.0))
+    assert [m.seq for _, m in snaps] == list(range(1, 11))
+    delays = [t - m.body["created_at"] for t, m in snaps]
+    assert min(delays) >= 0.050 and max(delays) < 0.050 + 0.1, delays
+
+
+def test_impaired_report_path(free_ports, start_broker, clients):
+    cfg = make_cfg(free_ports(3), comm={"latency_ms": 40.0, "impair_reports": True})
+    start_broker(cfg)
+    c = clients(cfg)
+    t0 = time.time()
+    c.report(0, 50, unit_keys(1))
+    got = c.snapshot(2.0)
+    assert got is not None and got[0] - t0 >= 0.080  # 40 ms on the report link + 40 ms on the snapshot link
+
+
+def test_ring_topology(free_ports, start_broker, clients):
+    n = 5
+    cfg = make_cfg(free_ports(3), agents=n, comm={"topology": "ring"})
+    start_broker(cfg)
+    c = clients(cfg, receivers=range(n))
+    keys = unit_keys(n)
+    for a in range(n):
+        c.report(a, 10, keys[a:a + 1], [0.1 * (a + 1)])
+    c.report(0, 50)  # crosses the clock
+    snaps = {m.body["receiver"]: m for _, m in c.drain()}
+    assert sorted(snaps) == list(range(n))
+    for r, m in snaps.items():
+        want = {(r - 1) % n, r, (r + 1) % n}
+        assert {int(f).bit_length() - 1 for f in m.arrays["finders"]} == want
+        for k, f in zip(m.arrays["keys"], m.arrays["finders"]):
+            np.testing.assert_allclose(k, keys[int(f).bit_length() - 1], atol=1e-6)
+    m = c.request(2)
+    assert sorted(int(f).bit_length() - 1 for f in m.arrays["finders"]) == [1, 2, 3]
+
+
+def test_nocomm_receives_but_never_broadcasts(free_ports, start_broker, clients):
+    cfg = make_cfg(free_ports(3), comm={"enabled": False})
+    before = metric("magicmask_broker_reports_total", agent="0")
+    start_broker(cfg)
+    c = clients(cfg)
+    for i in range(1, 5):
+        c.report(0, 50 * i, unit_keys(1, seed=i))
+    assert c.snapshot(0.5) is None
+    assert metric("magicmask_broker_reports_total", agent="0") - before == 4
+    m = c.request(0)
+    assert m.seq == 0 and len(m.arrays["scores"]) == 0  # nothing shared in the ablation
+
+
+def test_malformed_messages_are_dropped_and_broker_keeps_serving(free_ports, start_broker, clients):
+    cfg = make_cfg(free_ports(3), net={"max_message_mb": 0.01}, broker={"save_snapshots": False})
+    start_broker(cfg)
+    c = clients(cfg)
+    causes = ["malformed", "version", "oversized", "kind", "shape", "schema", "agent", "request"]
+    before = {(s, k): metric("magicmask_dropped_messages_total", socket=s, cause=k)
+              for s in ("reports", "router") for k in causes}
+    s = Sender(0)
+    good = s.pack(M.REPORT, {"env_steps": 10}, {"keys": unit_keys(2), "scores": np.ones(2, np.float32),
+                                               "steps": np.zeros(2, np.int64), "positions": np.zeros(2, np.int32)})
+    truncated = [bytes(good[0]), bytes(good[1])[:-4], *map(bytes, good[2:])]
+    header = msgpack.unpackb(good[0])
+    wrong_version = [msgpack.packb({**header, "v": 99}), *map(bytes, good[1:])]
+    big = s.pack(M.REPORT, {"env_steps": 10}, {"keys": unit_keys(120), "scores": np.ones(120, np.float32),
+                                              "steps": np.zeros(120, np.int64),
+                                              "positions": np.zeros(120, np.int32)})  # ~17 KB > 10.5 KB
+    wrong_kind = s.pack(M.WEIGHTS, {"target": 0}, {"w": np.zeros(3, np.float32)})
+    wrong_shape = s.pack(M.REPORT, {"env_steps": 10}, {"keys": unit_keys(2, d=16), "scores": np.ones(2, np.float32),
+                                                      "steps": np.zeros(2, np.int64),
+                                                      "positions": np.zeros(2, np.int32)})
+    no_body = s.pack(M.REPORT, {}, {"keys": unit_keys(2), "scores": np.ones(2, np.float32),
+                                    "steps": np.zeros(2, np.int64), "positions": np.zeros(2, np.int32)})
+    stranger = Sender(7).pack(M.REPORT, {"env_steps": 10}, {"keys": unit_keys(1), "scores": np.ones(1, np.float32),
+                                                           "steps": np.zeros(1, np.int64),
+                                                           "positions": np.zeros(1, np.int32)})
+    for frames in ([b"\x00garbage\xff"], [b""], truncated, wrong_version, big, wrong_kind, wrong_shape, no_body,
+                   stranger):
+        c.push.send_multipart(frames)
+    for frames in ([b"garbage"], wrong_version, wrong_kind, good,
+                   encode(M.HEARTBEAT, {"role": "actor", "want": "coffee"}, agent=0),
+                   encode(M.HEARTBEAT, {"role": "actor", "want": "snapshot"}, agent=5)):
+        c.dealer.send_multipart(frames)
+    # still serving: a valid request is answered, and a valid report after the bad ones (same pipe, FIFO)
+    # produces a snapshot that holds only the valid states
+    m = c.request(0)
+    assert m is not None and m.seq == 0
+    c.report(0, 50, unit_keys(1, seed=42), [0.7])
+    got = c.snapshot(2.0)
+    assert got is not None and got[1].seq == 1 and got[1].arrays["scores"].tolist() == pytest.approx([0.7])
+    delta = {k: metric("magicmask_dropped_messages_total", socket=k[0], cause=k[1]) - v for k, v in before.items()}
+    assert delta[("reports", "malformed")] == 3  # garbage, empty frame, truncated array frame
+    assert delta[("reports", "version")] == 1 and delta[("reports", "oversized")] == 1
+    assert delta[("reports", "kind")] == 1 and delta[("reports", "shape")] == 1
+    assert delta[("reports", "schema")] == 1 and delta[("reports", "agent")] == 1
+    assert delta[("router", "malformed")] == 1 and delta[("router", "version")] == 1
+    assert delta[("router", "kind")] == 2 and delta[("router", "request")] == 1
+    assert delta[("router", "agent")] == 1
+
+
+def test_stop_message_ends_the_broker(free_ports, start_broker, clients):
+    cfg = make_cfg(free_ports(3))
+    ev, th = start_broker(cfg)
+    c = clients(cfg)
+    c.push.send_multipart(Sender(-2).pack(M.STOP, {"reason": "test over"}))
+    th.join(3)
+    assert not th.is_alive() and not ev.is_set()
+
+
+def test_sigterm_ends_the_broker_process(free_ports, tmp_path):
+    p1, p2, p3 = free_ports(3)
+    code = ("import logging, sys; from pathlib import Path; logging.basicConfig(level='INFO'); "
+            "from protocol import config as C; from broker.server import main; "
+            f"cfg = C.Config(); cfg.net.metrics_port = 0; cfg.net.broker_reports_port = {p1}; "
+            f"cfg.net.broker_snapshots_port = {p2}; cfg.net.broker_router_port = {p3}; "
+            f"sys.exit(main(cfg, Path({str(tmp_path)!r})))")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        ctx = zmq.Context()
+        d = ctx.socket(zmq.DEALER)
+        d.setsockopt(zmq.LINGER, 0)
+        d.connect(tcp("127.0.0.1", p3))
+        d.send_multipart(Sender(0).pack(M.HEARTBEAT, {"role": "actor", "want": "snapshot"}))
+        ok = d.poll(10_000)
+        d.close(linger=0)
+        ctx.term()
+        assert ok, "broker process did not answer"
+        proc.terminate()
+        assert proc.wait(5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "stopping" in proc.stderr.read()

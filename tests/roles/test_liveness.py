@@ -1,0 +1,237 @@
+"""Heartbeats and dead peers on real loopback sockets (the ZeroMQ guide's Paranoid Pirate rule: a peer is
+silent after 3 heartbeat intervals without any traffic). The actor runs in a thread against hand-made
+learner and broker peers; the real Learner and Broker run in threads for the heartbeat rate."""
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+from prometheus_client import REGISTRY
+
+from magicmask.actors.actor import Actor
+from magicmask.actors.envs import env_spec
+from magicmask.broker.server import Broker
+from magicmask.models.networks import AgentNets
+from magicmask.learner.server import Learner
+from magicmask.protocol import config as C
+from magicmask.protocol import messages as M
+from magicmask.protocol.codec import Sender, decode, encode
+from magicmask.protocol.transport import tcp
+
+pytestmark = pytest.mark.timeout(120)
+
+PORTS = ["learner_fragments_port", "learner_weights_port", "learner_router_port",
+         "broker_reports_port", "broker_snapshots_port", "broker_router_port"]
+HB = 0.2
+
+
+def make_cfg(ports, *extra):
+    return C.load(overrides=[f"net.{k}={p}" for k, p in zip(PORTS, ports)] + [
+        "net.metrics_port=0", "env.name=gates", "run.agents=1", "actor.fragment_len=8", "env.copies=2",
+        "ppo.minibatches=2", "env.eval_every=0", f"net.heartbeat_s={HB}", *extra], environ={})
+
+
+def recv(sock, timeout_ms=5000):
+    if not sock.poll(timeout_ms):
+        return None
+    return sock.recv_multipart()
+
+
+def wait_for(cond, timeout=15.0, step=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()
+
+
+def gauge(name, **labels):
+    return REGISTRY.get_sample_value(name, {k: str(v) for k, v in labels.items()})
+
+
+class Peers:
+    """Hand-made learner and broker: bound sockets the actor connects to."""
+
+    def __init__(self, ctx, cfg):
+        def sock(kind, port):
+            s = ctx.socket(kind)
+            s.setsockopt(zmq.LINGER, 0)
+            s.bind(tcp("127.0.0.1", port))
+            return s
+        n = cfg.net
+        self.pull = sock(zmq.PULL, n.learner_fragments_port)
+        self.pub = sock(zmq.PUB, n.learner_weights_port)
+        self.router = sock(zmq.ROUTER, n.learner_router_port)
+        self.reports = sock(zmq.PULL, n.broker_reports_port)
+        self.snaps = sock(zmq.PUB, n.broker_snapshots_port)
+        self.broker_router = sock(zmq.ROUTER, n.broker_router_port)
+
+
+@pytest.fixture
+def ctx():
+    c = zmq.Context()
+    yield c
+    c.destroy(linger=0)
+
+
+def start_actor(cfg, tmp_path, peers, spec):
+    """Run an actor and give it its first weights through the learner ROUTER; returns (actor, thread, stop, nets)."""
+    stop = threading.Event()
+    actor = Actor(cfg, 0, tmp_path, stop)
+    th = threading.Thread(target=actor.run, daemon=True)
+    th.start()
+    req = recv(peers.router, 20000)
+    assert req is not None and decode(req[1:], 1 << 20).body["want"] == "weights"
+    nets = AgentNets(1, spec.obs_dim, spec.n_actions, cfg.ppo.hidden, seed=1)
+    peers.router.send_multipart([req[0], *Sender(-1).pack(M.WEIGHTS, {"target": 0}, nets.agent_state(0),
+                                                          policy_version=0)])
+    assert wait_for(lambda: actor.version == 0, 20), "the actor did not take its first weights"
+    return actor, th, stop, nets
+
+
+def test_silent_learner_bounded_queue_then_resume_with_new_incarnation(tmp_path, free_ports, ctx):
+    cfg = make_cfg(free_ports(6), "actor.offline_queue=3", "actor.max_inflight=2")
+    spec = env_spec(cfg)
+    peers = Peers(ctx, cfg)
+    actor, th, stop, nets = start_actor(cfg, tmp_path, peers, spec)
+    try:
+        # credit for 2 fragments, then the learner says nothing more: silent after 3 x 0.2 s
+        first = [recv(peers.pull, 20000) for _ in range(2)]
+        assert all(f is not None for f in first)
+        assert wait_for(lambda: not actor.alive["learner"], 10)
+        t0, d0 = actor.t, actor.dropped
+        longest = 0
+        deadline = time.time() + 30
+        while time.time() < deadline and actor.dropped < d0 + 3:  # keeps acting and dropping the oldest
+            longest = max(longest, len(actor.queue))
+            time.sleep(0.01)
+        assert actor.t > t0, "the actor stopped stepping while the learner was silent"
+        assert actor.dropped >= d0 + 3, "a full queue dropped nothing"
+        assert longest <= cfg.actor.offline_queue
+        assert gauge("magicmask_actor_fragments_dropped_total", agent=0, cause="offline_queue") >= actor.dropped
+        assert gauge("magicmask_actor_learner_silent", agent=0) == 1
+        assert recv(peers.pull, 300) is None, "the actor sent to a silent learner"
+        # a restarted learner (new incarnation) heartbeats: credit resets, the queue flows, oldest first
+        new = Sender(-1)
+        t_back = actor.t
+        got = []
+        deadline = time.time() + 20
+        while time.time() < deadline and len(got) < 2:
+            peers.pub.send_multipart([b"hb", *new.pack(M.HEARTBEAT, {"role": "learner", "incarnation": new.incarnation})])
+            f = recv(peers.pull, int(HB * 1000))
+            if f is not None:
+                got.append(decode(f, 1 << 24))
+        assert len(got) == 2, "queued fragments did not reach the restarted learner"
+        assert actor.peer_inc["learner"] == new.incarnation and actor.alive["learner"]
+        assert got[0].seq < got[1].seq and got[0].body["env_steps"] <= t_back, "not the oldest queued first"
+        assert wait_for(lambda: actor.sent == 2, 5) and actor.trained == 0, "credit was not reset for the new learner"
+        # credit from the new learner releases the rest
+        peers.pub.send_multipart([b"w/0", *new.pack(M.WEIGHTS, {"target": 0, "incarnation": actor.sender.incarnation,
+                                                                "fragments": 2}, nets.agent_state(0), policy_version=1)])
+        f = recv(peers.pull, 10000)
+        assert f is not None and decode(f, 1 << 24).seq > got[1].seq
+        assert actor.version == 1, "the restarted learner's weights were not taken"
+    finally:
+        stop.set()
+        th.join(15)
+    assert not th.is_alive(), "the actor did not stop"
+
+
+def snapshot(inc, seq, keys):
+    return encode(M.SNAPSHOT, {"created_at": time.time(), "clock": 50, "receiver": 0},
+                  {"keys": keys, "scores": np.ones(len(keys), np.float32), "finders": np.full(len(keys), 2, np.int64)},
+                  agent=-1, incarnation=inc, seq=seq)
+
+
+def test_silent_broker_marks_snapshot_stale_and_recovers_after_restart(tmp_path, free_ports, ctx):
+    cfg = make_cfg(free_ports(6), "actor.offline_queue=2")
+    spec = env_spec(cfg)
+    peers = Peers(ctx, cfg)
+    actor, th, stop, _ = start_actor(cfg, tmp_path, peers, spec)
+    K = cfg.actor.key_dim
+    rng = np.random.default_rng(0)
+    try:
+        req = recv(peers.broker_router, 10000)
+        assert req is not None and decode(req[1:], 1 << 20).body["want"] == "snapshot"
+        old = Sender(-1)
+        keys_a = rng.standard_normal((3, K)).astype(np.float32)
+        peers.broker_router.send_multipart([req[0], *snapshot(old.incarnation, 5, keys_a)])
+        assert wait_for(lambda: actor.snap_seq == 5, 10)
+        def beat():
+            peers.snaps.send_multipart([b"hb", *old.pack(M.HEARTBEAT, {"role": "broker"})])
+            return gauge("magicmask_actor_snapshot_stale", agent=0) == 0
+        assert wait_for(beat, 10, HB / 2), "a heartbeating broker is deemed silent"
+        # the broker goes quiet: stale after 3 intervals, the last snapshot stays in use
+        assert wait_for(lambda: gauge("magicmask_actor_snapshot_stale", agent=0) == 1, 10)
+        assert gauge("magicmask_actor_peer_silence_seconds", agent=0, peer="broker") > 3 * HB
+        np.testing.assert_array_equal(actor.snap_keys, keys_a)
+        while peers.broker_router.poll(0):
+            peers.broker_router.recv_multipart()
+        # a restarted broker heartbeats: the actor asks for the current snapshot and takes seq 1 < 5
+        new = Sender(-1)
+        req = None
+        deadline = time.time() + 15
+        while req is None and time.time() < deadline:
+            peers.snaps.send_multipart([b"hb", *new.pack(M.HEARTBEAT, {"role": "broker"})])
+            req = recv(peers.broker_router, int(HB * 1000))
+        assert req is not None and decode(req[1:], 1 << 20).body["want"] == "snapshot", "no re-request"
+        keys_b = rng.standard_normal((2, K)).astype(np.float32)
+        peers.broker_router.send_multipart([req[0], *snapshot(new.incarnation, 1, keys_b)])
+        assert wait_for(lambda: actor.snap_seq == 1 and actor.snap_inc == new.incarnation, 10)
+        np.testing.assert_array_equal(actor.snap_keys, keys_b)
+        assert gauge("magicmask_actor_snapshot_stale", agent=0) == 0
+    finally:
+        stop.set()
+        th.join(15)
+    assert not th.is_alive(), "the actor did not stop"
+
+
+def test_learner_and_broker_heartbeat_at_the_configured_interval(tmp_path, free_ports, ctx):
+    cfg = make_cfg(free_ports(6))
+    spec = env_spec(cfg)
+    stop = threading.Event()
+    learner = Learner(cfg, spec, tmp_path / "l", stop)
+    (tmp_path / "l").mkdir()
+    broker = Broker(cfg, tmp_path / "b", stop)
+    threads = [threading.Thread(target=x.run, daemon=True) for x in (learner, broker)]
+    for t in threads:
+        t.start()
+    subs = []
+    for port in (cfg.net.learner_weights_port, cfg.net.broker_snapshots_port):
+        s = ctx.socket(zmq.SUB)
+        s.setsockopt(zmq.SUBSCRIBE, b"hb")
+        s.connect(tcp("127.0.0.1", port))
+        subs.append(s)
+    try:
+        for s in subs:  # connected and heartbeating
+            assert recv(s, 30000) is not None
+        beats = {0: [], 1: []}
+        t_end = time.time() + 2.0
+        while time.time() < t_end:
+            for i, s in enumerate(subs):
+                while s.poll(0):
+                    beats[i].append(decode(s.recv_multipart()[1:], 1 << 20))
+            time.sleep(0.01)
+        for i, (role, inc) in enumerate((("learner", learner.sender.incarnation),
+                                          ("broker", broker.hb_sender.incarnation))):
+            n = len(beats[i])
+            assert 4 <= n <= 16, f"{role}: {n} heartbeats in 2 s at net.heartbeat_s={HB}"
+            assert all(m.kind == M.HEARTBEAT and m.body["role"] == role and m.incarnation == inc for m in beats[i])
+        assert beats[0][0].body["incarnation"] == learner.sender.incarnation
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+    assert not any(t.is_alive() for t in threads)
+
+
+def test_learner_resumes_if_a_checkpoint_exists(tmp_path, free_ports):
+    cfg = make_cfg(free_ports(6), "learner.resume_if_checkpoint=true")
+    spec = env_spec(cfg)
+    first = Learner(cfg, spec, tmp_path)  # no checkpoint yet: starts fresh
+    assert first.version == 0
+    first.version = 3
+    first.save()
+    assert Learner(cfg, spec, tmp_path).version == 3  # a restart continues from it

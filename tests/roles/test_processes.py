@@ -1,0 +1,227 @@
+"""The learner and the actor on real loopback sockets (each run in a thread through its own main loop),
+facing hand-made peers: malformed input is dropped and counted while they keep serving, weights and
+fragments follow the contract, guided steps are never perturbed."""
+import threading
+import time
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from magicmask.actors.actor import Actor
+from magicmask.actors.envs import env_spec, make_env
+from magicmask.actors.state_keys import StateKeys
+from magicmask.models.networks import AgentNets
+from magicmask.learner.server import Learner
+from magicmask.protocol import config as C
+from magicmask.protocol import messages as M
+from magicmask.protocol.codec import Sender, decode
+from magicmask.protocol.transport import tcp
+from tests.helpers import fragment_arrays
+
+pytestmark = pytest.mark.timeout(90)
+
+def make_cfg(ports, *extra):
+    return C.load(overrides=C.port_overrides(ports) + [
+        "net.metrics_port=0", "env.name=gates", "run.agents=1", "actor.fragment_len=8", "env.copies=2",
+        "ppo.minibatches=2", "env.eval_every=0", *extra], environ={})
+
+
+def recv(sock, timeout_ms=5000):
+    if not sock.poll(timeout_ms):
+        return None
+    return sock.recv_multipart()
+
+
+def start_learner(cfg, run_dir):
+    """A real Learner running its main loop in a thread: (learner, thread, stop event)."""
+    stop = threading.Event()
+    learner = Learner(cfg, env_spec(cfg), run_dir, stop)
+    th = threading.Thread(target=learner.run, daemon=True)
+    th.start()
+    return learner, th, stop
+
+
+def learner_peers(ctx, cfg):
+    """An actor's view of the learner: (SUB to agent 0's weights, PUSH for fragments)."""
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"w/0")
+    sub.connect(tcp("127.0.0.1", cfg.net.learner_weights_port))
+    push = ctx.socket(zmq.PUSH)
+    push.connect(tcp("127.0.0.1", cfg.net.learner_fragments_port))
+    return sub, push
+
+
+def next_weights(sub, pred, timeout=20):
+    """The first weights message on `sub` that satisfies `pred`, or None after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        frames = recv(sub, 500)
+        if frames:
+            msg = decode(frames[1:], 1 << 24)
+            if pred(msg):
+                return msg
+    return None
+
+
+@pytest.fixture
+def ctx():
+    c = zmq.Context()
+    yield c
+    c.destroy(linger=0)
+
+
+def test_learner_drops_malformed_input_and_keeps_serving(tmp_path, free_ports, ctx):
+    cfg = make_cfg(free_ports(6), "net.max_message_mb=0.05")
+    spec = env_spec(cfg)
+    learner, th, stop = start_learner(cfg, tmp_path)
+    sub, push = learner_peers(ctx, cfg)
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.connect(tcp("127.0.0.1", cfg.net.learner_router_port))
+    try:
+        s = Sender(agent=0)
+        body = {"episodes": [{"return": 1.0}], "env_steps": 16, "eval": {}}
+        good = fragment_arrays(cfg, spec)
+        header = msgpack.unpackb(s.pack(M.FRAGMENT, body, good)[0])
+        bad = {
+            "malformed": [[b"\x00not msgpack"], [msgpack.packb(header)]],  # garbage; header without its frames
+            "version": [[msgpack.packb({**header, "v": 7})]],
+            "oversized": [s.pack(M.FRAGMENT, body, fragment_arrays(cfg, spec, obs_shape=(1100,)))],
+            "kind": [s.pack(M.HEARTBEAT, {"role": "actor"})],
+            "shape": [s.pack(M.FRAGMENT, body, fragment_arrays(cfg, spec, obs_shape=(spec.obs_dim + 1,)))],
+            "value": [s.pack(M.FRAGMENT, body, {**good, "rewards": np.full_like(good["rewards"], np.inf)})],
+            "schema": [Sender(agent=3).pack(M.FRAGMENT, body, good)],  # agent id outside the run
+        }
+        for frames_list in bad.values():
+            for frames in frames_list:
+                push.send_multipart(frames)
+        dealer.send_multipart([b"garbage"])
+        dealer.send_multipart(Sender(0).pack(M.HEARTBEAT, {"role": "actor", "want": "weights"}))
+        w = recv(dealer)
+        assert w is not None, "the learner stopped answering weight requests"
+        msg = decode(w, 1 << 24)
+        assert msg.kind == M.WEIGHTS and msg.body["target"] == 0 and msg.policy_version == 0
+        AgentNets(1, spec.obs_dim, spec.n_actions, cfg.ppo.hidden).load_agent_state(0, msg.arrays)
+        # a valid fragment still trains: version 1 is published, with the credit for one fragment
+        push.send_multipart(s.pack(M.FRAGMENT, body, good, policy_version=0))
+        got = next_weights(sub, lambda m: m.policy_version == 1)
+        assert got is not None, "no update after a valid fragment"
+        assert got.body["fragments"] == 1 and got.body["incarnation"] == s.incarnation
+        for cause, frames_list in bad.items():
+            assert learner.drops.counts.get(("fragments", cause), 0) == len(frames_list), (cause, learner.drops.counts)
+        assert learner.drops.counts.get(("router", "malformed")) == 1
+    finally:
+        stop.set()
+        th.join(10)
+    assert not th.is_alive()
+    assert (tmp_path / "checkpoints" / "latest").is_file()  # the final checkpoint on stop
+
+
+def test_stale_fragment_returns_its_credit_at_once(tmp_path, free_ports, ctx):
+    """A fragment dropped for policy lag is never trained on: its credit must come back without an update
+    (else an actor that had two dropped fragments in flight waited forever: found in a 3-agent run), and the
+    evaluation it carries is kept (the fragment after a long evaluation is the one most likely stale)."""
+    cfg = make_cfg(free_ports(6), "learner.max_policy_lag=0")
+    spec = env_spec(cfg)
+    learner, th, stop = start_learner(cfg, tmp_path)
+    sub, push = learner_peers(ctx, cfg)
+    time.sleep(0.3)   # the subscription reaches the learner
+    try:
+        s = Sender(agent=0)
+        body = {"episodes": [], "env_steps": 16, "eval": {}}
+        push.send_multipart(s.pack(M.FRAGMENT, body, fragment_arrays(cfg, spec), policy_version=0))
+        assert next_weights(sub, lambda m: m.policy_version == 1 and m.body["fragments"] == 1) is not None
+        push.send_multipart(s.pack(M.FRAGMENT, {**body, "eval": {"return_plain": 3.0}}, fragment_arrays(cfg, spec),
+                                   policy_version=0))  # lag 1 > 0
+        w = next_weights(sub, lambda m: m.body["fragments"] == 2)
+        assert w is not None, "the stale fragment's credit never came back"
+        assert w.policy_version == 1 and learner.version == 1          # returned without an update
+        assert learner.drops.counts.get(("fragments", "stale")) == 1
+        assert learner.last_eval[0] == {"return_plain": 3.0}           # its evaluation is kept all the same
+    finally:
+        stop.set()
+        th.join(10)
+
+
+def test_actor_follows_the_contract_and_survives_bad_input(tmp_path, free_ports, ctx):
+    cfg = make_cfg(free_ports(6), "actor.guidance_prob=1.0", "actor.eps0=0.3", "actor.eps_min=0.3", "actor.report_every=10")
+    spec = env_spec(cfg)
+    # hand-made learner and broker
+    pull = ctx.socket(zmq.PULL)
+    pull.bind(tcp("127.0.0.1", cfg.net.learner_fragments_port))
+    pub = ctx.socket(zmq.PUB)
+    pub.bind(tcp("127.0.0.1", cfg.net.learner_weights_port))
+    router = ctx.socket(zmq.ROUTER)
+    router.bind(tcp("127.0.0.1", cfg.net.learner_router_port))
+    reports = ctx.socket(zmq.PULL)
+    reports.bind(tcp("127.0.0.1", cfg.net.broker_reports_port))
+    snaps = ctx.socket(zmq.PUB)
+    snaps.bind(tcp("127.0.0.1", cfg.net.broker_snapshots_port))
+    broker_router = ctx.socket(zmq.ROUTER)
+    broker_router.bind(tcp("127.0.0.1", cfg.net.broker_router_port))
+    stop = threading.Event()
+    actor = Actor(cfg, 0, tmp_path, stop)
+    th = threading.Thread(target=actor.run, daemon=True)
+    th.start()
+    try:
+        req = recv(router)
+        assert req is not None and decode(req[1:], 1 << 20).body["want"] == "weights"
+        ident = req[0]
+        nets = AgentNets(1, spec.obs_dim, spec.n_actions, cfg.ppo.hidden, seed=1)
+        learner = Sender(-1)
+        wrong = {k: v[..., :1] for k, v in nets.agent_state(0).items()}
+        router.send_multipart([ident, b"garbage"])
+        router.send_multipart([ident, *learner.pack(M.WEIGHTS, {"target": 0}, wrong, policy_version=0)])
+        router.send_multipart([ident, *learner.pack(M.WEIGHTS, {"target": 9}, nets.agent_state(0), policy_version=0)])
+        time.sleep(0.5)
+        assert actor.version == -1, "bad weights were applied"
+        # a snapshot from a peer that holds every non-gate state of the gates env: those steps get guided
+        env = make_env(cfg, 0)
+        obs, _, info = env.reset(seed=0)
+        states = [obs]
+        for _ in range(env.spec.obs_dim):
+            obs, _, _, term, trunc, _ = env.step(0)
+            if term or trunc:
+                break
+            states.append(obs)
+        keys = StateKeys(spec.obs_dim, cfg.actor.key_dim, cfg.actor.key_seed)(np.stack(states))
+        br = recv(broker_router)
+        assert br is not None and decode(br[1:], 1 << 20).body["want"] == "snapshot"
+        snap = Sender(-1).pack(M.SNAPSHOT, {"created_at": time.time(), "clock": 50, "receiver": 0},
+                               {"keys": keys, "scores": np.ones(len(keys), np.float32),
+                                "finders": np.full(len(keys), 2, np.int64)})
+        broker_router.send_multipart([br[0], *snap])
+        router.send_multipart([ident, *learner.pack(M.WEIGHTS, {"target": 0}, nets.agent_state(0), policy_version=0)])
+        frames = recv(pull, 20000)
+        assert frames is not None, "no fragment from the actor"
+        ctx_ = {"T": cfg.actor.fragment_len, "E": cfg.env.copies, "A": spec.n_actions, "obs": spec.obs_shape,
+                "obs_dtype": spec.obs_dtype}
+        frag = M.validate(decode(frames, 1 << 24), ctx_, (M.FRAGMENT,))
+        a = frag.arrays
+        assert frag.policy_version == 0 and frag.agent == 0
+        assert np.all(np.take_along_axis(a["legal"], a["actions"][..., None], -1))
+        assert a["guided"].any(), "no step was guided by the peer's snapshot"
+        assert not (a["guided"] & (a["perturbed"] | a["eps_random"])).any()
+        np.testing.assert_array_equal(a["mask_applied"], a["masked"] & ~a["eps_random"])
+        assert (a["perturbed"] <= a["mask_applied"]).all()
+        assert actor.drops.counts.get(("weights", "malformed")) == 1
+        assert actor.drops.counts.get(("weights", "shape")) == 1
+        assert actor.drops.counts.get(("weights", "schema")) == 1
+        # garbage on the stream sockets is counted too, and the actor keeps going
+        pub.send_multipart([b"w/0", b"junk"])
+        snaps.send_multipart([b"snap/0", b"junk"])
+        rep = recv(reports, 10000)
+        assert rep is not None and decode(rep, 1 << 20).kind == M.REPORT
+        # out of credit (2 fragments untrained) the actor waits; credit from the learner releases it
+        assert recv(pull, 10000) is not None
+        assert recv(pull, 1500) is None, "the actor ran past its credit"
+        pub.send_multipart([b"w/0", *learner.pack(M.WEIGHTS, {"target": 0, "incarnation": actor.sender.incarnation,
+                                                              "fragments": 2}, nets.agent_state(0), policy_version=1)])
+        assert recv(pull, 10000) is not None, "credit did not release the actor"
+        assert actor.drops.counts.get(("weights", "malformed"), 0) == 2
+        assert actor.drops.counts.get(("snapshots", "malformed"), 0) == 1
+    finally:
+        stop.set()
+        th.join(10)
+    assert not th.is_alive()

@@ -1,0 +1,171 @@
+"""Codec round trips for every kind and dtype, and the checks that turn bad input into counted drops."""
+import msgpack
+import numpy as np
+import pytest
+
+from magicmask.protocol import config as C
+from magicmask.protocol import messages as M
+from magicmask.protocol.codec import Sender, decode, encode
+from magicmask.protocol.messages import DTYPES, ProtocolError, validate
+
+LIMIT = 1 << 20
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_roundtrip_every_dtype(dtype):
+    arr = (np.arange(24).reshape(2, 3, 4) % 7).astype(dtype)
+    msg = decode(encode(M.HEARTBEAT, {"role": "x"}, {"a": arr, "empty": np.zeros((0, 3), dtype)}), LIMIT)
+    assert msg.arrays["a"].dtype == arr.dtype and np.array_equal(msg.arrays["a"], arr)
+    assert msg.arrays["empty"].shape == (0, 3)
+
+
+def _fragment(T=3, E=2, A=4, obs=(5,)):
+    arrays = {}
+    for name, (dtype, shape) in M.SCHEMAS[M.FRAGMENT].arrays.items():
+        dims = []
+        for s in shape:
+            dims.extend(obs if s == "*obs" else [{"T": T, "E": E, "A": A}[s]])
+        arrays[name] = np.zeros(dims, "float32" if dtype == "obs_dtype" else dtype)
+    return {"episodes": [{"return": 1.0}], "env_steps": 6, "eval": {}}, arrays
+
+
+def _examples():
+    K = 8
+    rep = {"keys": np.ones((3, K), np.float32), "scores": np.ones(3, np.float32),
+           "steps": np.arange(3, dtype=np.int64), "positions": np.arange(3, dtype=np.int32)}
+    snap = {"keys": np.ones((2, K), np.float32), "scores": np.ones(2, np.float32), "finders": np.array([1, 3], np.int64)}
+    return {
+        M.FRAGMENT: _fragment(),
+        M.REPORT: ({"env_steps": 50}, rep),
+        M.SNAPSHOT: ({"created_at": 1.0, "clock": 50, "receiver": 0}, snap),
+        M.WEIGHTS: ({"target": 0}, {"policy.0.weight": np.ones((5, 4), np.float32)}),
+        M.HEARTBEAT: ({"role": "actor"}, {}),
+        M.STOP: ({"reason": "done"}, {}),
+    }
+
+
+CTX = {"T": 3, "E": 2, "A": 4, "obs": (5,), "obs_dtype": "float32", "K": 8}
+
+
+@pytest.mark.parametrize("kind", M.KINDS)
+def test_roundtrip_every_kind_validates(kind):
+    body, arrays = _examples()[kind]
+    s = Sender(agent=2)
+    msg = validate(decode(s.pack(kind, body, arrays, policy_version=7), LIMIT), CTX)
+    assert (msg.kind, msg.agent, msg.seq, msg.policy_version, msg.incarnation) == (kind, 2, 1, 7, s.incarnation)
+    for k, v in arrays.items():
+        assert np.array_equal(msg.arrays[k], v)
+
+
+def test_sequence_numbers_increase_per_sender():
+    s = Sender(agent=0)
+    seqs = [decode(s.pack(M.HEARTBEAT, {"role": "a"}), LIMIT).seq for _ in range(3)]
+    assert seqs == [1, 2, 3]
+
+
+@pytest.mark.parametrize("frames,cause", [
+    ([b"\xc1garbage"], "malformed"),
+    ([], "malformed"),
+    ([msgpack.packb([1, 2, 3])], "malformed"),
+    ([msgpack.packb({"v": 99, "k": "Heartbeat"})], "version"),
+    ([b"x" * (LIMIT + 1)], "oversized"),
+])
+def test_bad_frames_raise_protocol_error(frames, cause):
+    with pytest.raises(ProtocolError) as e:
+        decode(frames, LIMIT)
+    assert e.value.cause == cause
+
+
+def test_truncated_array_frame_is_malformed():
+    frames = encode(M.HEARTBEAT, {"role": "x"}, {"a": np.ones(10, np.float32)})
+    frames[1] = bytes(frames[1])[:-3]
+    with pytest.raises(ProtocolError, match="malformed"):
+        decode(frames, LIMIT)
+
+
+def test_missing_array_frame_is_malformed():
+    frames = encode(M.HEARTBEAT, {"role": "x"}, {"a": np.ones(10, np.float32)})
+    with pytest.raises(ProtocolError, match="malformed"):
+        decode(frames[:1], LIMIT)
+
+
+def test_wrong_version_message_names_the_versions():
+    frames = encode(M.HEARTBEAT, {"role": "x"})
+    h = msgpack.unpackb(frames[0])
+    h["v"] = 2
+    with pytest.raises(ProtocolError, match="speaks 1"):
+        decode([msgpack.packb(h)], LIMIT)
+
+
+def test_pickle_dtype_refused_on_send_and_receive():
+    with pytest.raises(ValueError):
+        encode(M.HEARTBEAT, {"role": "x"}, {"a": np.array([object()], dtype=object)})
+    frames = encode(M.HEARTBEAT, {"role": "x"}, {"a": np.ones(2, np.float32)})
+    h = msgpack.unpackb(frames[0])
+    h["x"][0][1] = "object"
+    with pytest.raises(ProtocolError, match="malformed"):
+        decode([msgpack.packb(h), frames[1]], LIMIT)
+
+
+def test_validate_rejects_wrong_shape_dtype_kind_and_nan():
+    body, arrays = _fragment()
+    msg = decode(encode(M.FRAGMENT, body, arrays), LIMIT)
+    with pytest.raises(ProtocolError) as e:
+        validate(msg, {**CTX, "A": 5})
+    assert e.value.cause == "shape"
+    bad = dict(arrays, actions=arrays["actions"].astype(np.int32))
+    with pytest.raises(ProtocolError) as e:
+        validate(decode(encode(M.FRAGMENT, body, bad), LIMIT), CTX)
+    assert e.value.cause == "dtype"
+    with pytest.raises(ProtocolError) as e:
+        validate(msg, CTX, kinds := (M.HEARTBEAT,))
+    assert e.value.cause == "kind" and kinds
+    nan = dict(arrays, rewards=np.full_like(arrays["rewards"], np.nan))
+    with pytest.raises(ProtocolError) as e:
+        validate(decode(encode(M.FRAGMENT, body, nan), LIMIT), CTX)
+    assert e.value.cause == "value"
+    with pytest.raises(ProtocolError) as e:
+        validate(decode(encode(M.FRAGMENT, {**body, "env_steps": "many"}, arrays), LIMIT), CTX)
+    assert e.value.cause == "schema"
+
+
+def test_config_defaults_validate_and_every_field_has_help():
+    cfg = C.validate(C.Config())
+    assert cfg.env.copies == 4 and cfg.broker.snapshot_every == 50 and cfg.mask.tau == 0.5
+    ref = C.describe()
+    assert "ppo.lr" in ref and "| `mask.tau` | `0.5` |" in ref
+
+
+@pytest.mark.parametrize("override,fragment", [
+    ("ppo.lr=-1", "ppo.lr=-1.0: must be > 0.0"),
+    ("comm.topology=mesh", "allowed values are full, ring"),
+    ("ppo.lrr=1", "unknown config field 'ppo.lrr'"),
+    ("nosection.x=1", "unknown config section"),
+    ("run.agents=2.5", "run.agents=2.5: expected an integer"),
+    ("env.name=nope", "env.name='nope'"),
+    ("ppo.minibatches=7", "must divide"),
+    ("net.learner_weights_port=5555", "ports must differ"),
+    ("actor.eps_min=0.9", "eps_min"),
+])
+def test_bad_config_names_field_value_and_rule(override, fragment):
+    with pytest.raises(C.ConfigError) as e:
+        C.load(overrides=[override])
+    assert fragment in str(e.value)
+
+
+def test_yaml_overrides_and_environment(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("ppo:\n  lr: 0.001\nrun:\n  agents: 3\n")
+    cfg = C.load(p, ["run.agents=2"], environ={"MAGICMASK_BROKER_HOST": "10.0.0.5"})
+    assert cfg.ppo.lr == 0.001 and cfg.run.agents == 2 and cfg.broker_addr() == "10.0.0.5"
+    C.save(cfg, tmp_path / "saved.yaml")
+    again = C.load(tmp_path / "saved.yaml", environ={})
+    assert again == cfg
+    with pytest.raises(C.ConfigError, match="does not exist"):
+        C.load(tmp_path / "missing.yaml")
+
+
+def test_docs_config_reference_is_current():
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "CONFIG.md").read_text()
+    assert C.describe().strip() in doc, "docs/CONFIG.md is stale: regenerate it with `magicmask config --reference`"
