@@ -126,6 +126,10 @@ class PPOConfig:
         "<f(s), g(E[a])>, scoring each action by the env's fixed action-feature table E; only for envs that have "
         "one, e.g. doudizhu). docs/ALGORITHM.md compares them.", choices=["dense", "features"])
     norm_adv: bool = opt(True, "Normalise advantages per minibatch.")
+    network: str = opt(
+        "", "Your own networks, as 'package.module:factory' (the same contract as an env given by import path): "
+        "factory(spec, ppo_cfg, mask_cfg, n_agents) returns an AgentNets-compatible module (docs/ARCHITECTURE.md, "
+        "'Networks'). Empty: the built-in MLP, or the CNN for image observations.")
 
 
 @dataclass
