@@ -4,7 +4,10 @@ Why this shape (DESIGN.md, Broker): agents report their highest-m states; the sa
 several agents should be one entry that remembers who found it (so a receiver can tell peers' knowledge
 from its own), the buffer must stay bounded whatever the report rate, and old knowledge must make room
 for new, which ageing does: every snapshot multiplies all scores by `age_decay`, so an entry that nobody
-reports again sinks below fresh reports and leaves when the buffer is full.
+reports again sinks below fresh reports, and once its score falls below `min_score` it is forgotten, full
+buffer or not (a state reported once and never again leaves after log(min_score / score) / log(age_decay)
+snapshots). Without the floor a buffer that never fills would keep every key ever reported, and peers
+would keep leaving those states unperturbed long after the finder stopped calling them critical.
 
 Keys are unit-normalised float32 vectors, so cosine similarity is a dot product and matching one reported
 key against the whole buffer is one matrix-vector product. Finders are a bit set of agent ids (bit i =
@@ -19,11 +22,11 @@ MAX_AGENTS = 64  # bits in a finder set
 
 
 class CriticalBuffer:
-    def __init__(self, capacity: int, key_dim: int, merge_rho: float, age_decay: float):
+    def __init__(self, capacity: int, key_dim: int, merge_rho: float, age_decay: float, min_score: float = 0.0):
         if capacity < 1 or key_dim < 1:
             raise ValueError(f"capacity={capacity} and key_dim={key_dim} must be >= 1")
         self.capacity, self.key_dim = int(capacity), int(key_dim)
-        self.merge_rho, self.age_decay = float(merge_rho), float(age_decay)
+        self.merge_rho, self.age_decay, self.min_score = float(merge_rho), float(age_decay), float(min_score)
         self.keys = np.zeros((capacity, key_dim), np.float32)
         self.scores = np.zeros(capacity, np.float64)
         self.finders = np.zeros(capacity, np.uint64)
@@ -33,11 +36,12 @@ class CriticalBuffer:
         self.merged = 0    # reported states that merged into an existing entry
         self.inserted = 0  # ... that became a new entry
         self.rejected = 0  # ... that scored too low for a full buffer (or had a zero key)
+        self.expired = 0   # entries forgotten because their aged score fell below min_score
 
     @classmethod
     def from_config(cls, cfg) -> "CriticalBuffer":
         b = cfg.broker
-        return cls(b.top_k, cfg.actor.key_dim, b.merge_rho, b.age_decay)
+        return cls(b.top_k, cfg.actor.key_dim, b.merge_rho, b.age_decay, b.min_score)
 
     def __len__(self) -> int:
         return self.size
@@ -87,9 +91,19 @@ class CriticalBuffer:
             self.inserted += 1
 
     def age(self, times: int = 1) -> None:
-        """Multiply every score by age_decay (once per snapshot), so unreported entries sink."""
-        if times > 0:
-            self.scores[: self.size] *= self.age_decay ** times
+        """Multiply every score by age_decay (once per snapshot), so unreported entries sink, then forget the
+        entries whose score fell below min_score (the survivors keep their order)."""
+        if times <= 0:
+            return
+        n = self.size
+        self.scores[:n] *= self.age_decay ** times
+        keep = np.flatnonzero(self.scores[:n] >= self.min_score)
+        if len(keep) == n:
+            return
+        for arr in (self.keys, self.scores, self.finders, self.first_seen, self.last_update):
+            arr[: len(keep)] = arr[keep]
+        self.expired += n - len(keep)
+        self.size = len(keep)
 
     def entries_for(self, receiver: int, sources_allowed: set[int] | None = None):
         """(keys[N,D] float32, scores[N] float32, finders[N] int64) for one receiver, best first.

@@ -1,12 +1,17 @@
 """The fidelity test (explainers.md, section 0; the conventions are stated in docs/metrics.md).
 
 For an episode the agent played unmasked and an explainer's per-step importance over it:
-  1. `select_window`: the top-k steps (k = max(1, floor(K * L))), their longest contiguous run;
-  2. `replay_perturbed`: same env seed, the recorded actions before the window, inside it a uniform random
-     legal action other than the agent's own greedy choice, after it the agent's greedy policy to the end;
+  1. the steps to perturb, in one of two modes: `window` (`select_window`: the top-k steps, k = max(1,
+     floor(K * L)), their longest contiguous run) or `topk` (`select_topk`: all top-k steps, the paper's
+     variant);
+  2. `replay_steps`: same env seed, the recorded actions before the first perturbed step, at each perturbed
+     step a uniform random legal action other than the agent's own greedy choice, elsewhere after it the
+     agent's greedy policy to the end;
   3. `fidelity_score` = log(p_d) - log(p_l), p_d = max(|R - R'| / d_max, 1e-3), p_l = l / L (higher is better);
-  4. the same replay with a window of equal length at a seeded random start is the control.
-`fidelity_rows` does this for one agent, every method and every K, and returns the rows of fidelity.csv.
+  4. the control: the same replay with as many steps chosen at random (window: a window of equal length at a
+     seeded random start; topk: that many seeded random steps).
+`fidelity_rows` does this for one agent, every method, every K and every mode, and returns the rows of
+fidelity.csv.
 """
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ from magicmask.models.action_selection import softmax_legal
 from magicmask.explain.baselines.base import random_other_legal
 from magicmask.explain.episodes import Episode, TrainedRun
 
-FIDELITY_COLUMNS = ("method", "agent", "k", "episode", "window_start", "window_len", "episode_len", "return_orig",
+FIDELITY_MODES = ("window", "topk")
+FIDELITY_COLUMNS = ("method", "agent", "mode", "k", "episode", "window_start", "window_len", "episode_len", "return_orig",
                     "return_perturbed", "reward_drop_pct", "fidelity_score", "control_reward_drop_pct")
 P_D_FLOOR = 1e-3      # p_d is floored so that an unchanged return gives log(1e-3), not log(0)
 RET_FLOOR = 1e-6      # denominator floor of reward_drop_pct
@@ -50,6 +56,18 @@ def select_window(importance, k_frac: float) -> tuple[int, int]:
     return -best[2], best[0]
 
 
+def select_topk(importance, k_frac: float) -> np.ndarray:
+    """The k = max(1, floor(k_frac * L)) highest-importance step indices (ties: the lower index first), sorted."""
+    imp = np.asarray(importance, np.float64).reshape(-1)
+    if len(imp) == 0:
+        raise ValueError("select_topk: empty importance vector")
+    if not 0.0 < k_frac <= 1.0:
+        raise ValueError(f"select_topk: k_frac={k_frac} must be in (0, 1]")
+    k = max(1, int(math.floor(k_frac * len(imp) + 1e-9)))
+    key = np.where(np.isnan(imp), -np.inf, imp)
+    return np.sort(np.argsort(-key, kind="stable")[:k])
+
+
 def fidelity_score(ret_orig: float, ret_pert: float, length: int, L: int, d_max: float) -> float:
     """log(p_d) - log(p_l), p_d = max(|ret_orig - ret_pert| / d_max, 1e-3), p_l = length / L. Higher is better:
     a larger return change from a shorter window."""
@@ -74,26 +92,30 @@ def _env(run: TrainedRun, agent: int):
     return cache[agent]
 
 
-def replay_perturbed(run: TrainedRun, agent: int, ep: Episode, start: int, length: int,
-                     rng: np.random.Generator, masked: bool = False, max_steps: int = 100_000) -> float:
-    """The agent's total reward of the episode replayed from the same seed: the recorded actions before
-    `start`, a uniform random legal action other than the agent's greedy one (if there is another) at steps
-    start .. start+length-1, then the agent's greedy policy to the end. With `masked` the agent finishes in
-    the mask's explaining mode (m <= tau takes a random legal action; the quirk of StateMask's Pong
-    replay), otherwise unmasked. With length 0 and an episode recorded unmasked this is the recorded return."""
-    if start < 0 or length < 0 or start > ep.length:
-        raise ValueError(f"replay_perturbed: window ({start}, {length}) outside the episode of {ep.length} steps")
+def replay_steps(run: TrainedRun, agent: int, ep: Episode, steps, rng: np.random.Generator,
+                 masked: bool = False, max_steps: int = 100_000) -> float:
+    """The agent's total reward of the episode replayed from the same seed: the recorded actions before the
+    first of `steps` (sorted step indices), a uniform random legal action other than the agent's greedy one
+    (if there is another) at each of `steps`, the agent's greedy policy at every other step from the first
+    perturbed one on. With `masked` the agent's own steps follow the mask's explaining mode (m <= tau takes a
+    random legal action; the quirk of StateMask's Pong replay), otherwise unmasked. With no steps and an
+    episode recorded unmasked this is the recorded return."""
+    steps = np.asarray(steps, np.int64).reshape(-1)
+    if len(steps) and (steps.min() < 0 or steps.max() >= max(ep.length, 1) or (np.diff(steps) <= 0).any()):
+        raise ValueError(f"replay_steps: steps {steps.tolist()} must be sorted, distinct and inside the episode "
+                         f"of {ep.length} steps")
+    first = int(steps[0]) if len(steps) else ep.length
+    perturb = set(steps.tolist())
     env, pol = _env(run, agent), run.policies[agent]
     obs, legal, _ = env.reset(seed=ep.seed)
     total = 0.0
     for t in range(max_steps):
-        if t < start:
+        if t < first:
             a = int(ep.actions[t])
         else:
             logits, _, m, _ = pol.forward(obs[None])
             own = int(softmax_legal(logits, legal[None])[0].argmax())
-            in_window = t < start + length
-            if in_window:
+            if t in perturb:
                 a = random_other_legal(rng, legal, own)
             elif masked and m[0] <= pol.tau:
                 idx = np.flatnonzero(legal)
@@ -105,6 +127,14 @@ def replay_perturbed(run: TrainedRun, agent: int, ep: Episode, start: int, lengt
         if term or trunc:
             break
     return float(total)
+
+
+def replay_perturbed(run: TrainedRun, agent: int, ep: Episode, start: int, length: int,
+                     rng: np.random.Generator, masked: bool = False, max_steps: int = 100_000) -> float:
+    """`replay_steps` with the window start .. start+length-1 (the fidelity test's window mode)."""
+    if start < 0 or length < 0 or start > ep.length:
+        raise ValueError(f"replay_perturbed: window ({start}, {length}) outside the episode of {ep.length} steps")
+    return replay_steps(run, agent, ep, np.arange(start, min(start + length, ep.length)), rng, masked, max_steps)
 
 
 def reward_range(run: TrainedRun, agent: int, episodes: list[Episode]) -> float:
@@ -125,20 +155,37 @@ def keyed_rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, *[int(k) & 0xFFFFFFFF for k in keys]])
 
 
+def _perturbed_and_control(mode: str, imp: np.ndarray, kf: float, seed: int, agent: int, i: int, ki: int):
+    """(steps, control steps) of one (episode, K) in `mode`; the control has as many steps, seeded by
+    (seed, agent, episode, K, count) so that it is the same for every method choosing that many."""
+    L = len(imp)
+    if mode == "window":
+        s, n = select_window(imp, kf)
+        cs = int(keyed_rng(seed, 2, agent, i, ki, n).integers(L - n + 1))
+        return np.arange(s, s + n), np.arange(cs, cs + n)
+    steps = select_topk(imp, kf)
+    control = np.sort(keyed_rng(seed, 3, agent, i, ki, len(steps)).choice(L, len(steps), replace=False))
+    return steps, control
+
+
 def fidelity_rows(run: TrainedRun, agent: int, episodes: list[Episode], importance: dict[str, list[np.ndarray]],
-                  k_fracs, seed: int = 0, d_max: float | None = None) -> list[dict]:
+                  k_fracs, seed: int = 0, d_max: float | None = None, modes=("window",)) -> list[dict]:
     """Rows of fidelity.csv for one agent: every method (importance[method][i] is the importance over
-    episodes[i]) at every K. Common random numbers: the random actions of a replay are seeded by
-    (seed, agent, episode, K, window), so methods that choose the same window get the same perturbed
-    return; the control window (same length, seeded random start) is seeded by (seed, agent, episode, K,
-    length) and is therefore the same for every method choosing a window of that length."""
+    episodes[i]) at every K, in every mode of `modes` (window, topk). Common random numbers: the random
+    actions of a replay are seeded by (seed, agent, episode, K, the perturbed steps), so methods that choose
+    the same steps get the same perturbed return, and the control (random steps, as many) is shared by every
+    method choosing that many."""
+    unknown = [m for m in modes if m not in FIDELITY_MODES]
+    if unknown or not modes:
+        raise ValueError(f"fidelity_rows: modes {list(modes)!r}; allowed: {', '.join(FIDELITY_MODES)}")
     d_max = reward_range(run, agent, episodes) if d_max is None else d_max
     rows, cache = [], {}
 
-    def replay(i, ep, ki, s, n):
-        key = (i, ki, s, n)
+    def replay(i, ep, ki, steps):
+        key = (i, ki, steps.tobytes())
         if key not in cache:
-            cache[key] = replay_perturbed(run, agent, ep, s, n, keyed_rng(seed, 1, agent, i, ki, s, n))
+            rng = keyed_rng(seed, 1, agent, i, ki, zlib.crc32(steps.tobytes()), len(steps))
+            cache[key] = replay_steps(run, agent, ep, steps, rng)
         return cache[key]
 
     for method, imps in importance.items():
@@ -146,16 +193,16 @@ def fidelity_rows(run: TrainedRun, agent: int, episodes: list[Episode], importan
             imp = np.asarray(imps[i], np.float64)
             if len(imp) != ep.length:
                 raise ValueError(f"{method}: importance of episode {i} has {len(imp)} steps, the episode {ep.length}")
-            for ki, kf in enumerate(k_fracs):
-                s, n = select_window(imp, kf)
-                r_pert = replay(i, ep, ki, s, n)
-                cs = int(keyed_rng(seed, 2, agent, i, ki, n).integers(ep.length - n + 1))
-                r_ctrl = replay(i, ep, ki, cs, n)
-                rows.append({"method": method, "agent": agent, "k": float(kf), "episode": i, "window_start": s,
-                             "window_len": n, "episode_len": ep.length, "return_orig": ep.ret,
-                             "return_perturbed": r_pert, "reward_drop_pct": reward_drop_pct(ep.ret, r_pert),
-                             "fidelity_score": fidelity_score(ep.ret, r_pert, n, ep.length, d_max),
-                             "control_reward_drop_pct": reward_drop_pct(ep.ret, r_ctrl)})
+            for mode in modes:
+                for ki, kf in enumerate(k_fracs):
+                    steps, control = _perturbed_and_control(mode, imp, kf, seed, agent, i, ki)
+                    r_pert, r_ctrl = replay(i, ep, ki, steps), replay(i, ep, ki, control)
+                    rows.append({"method": method, "agent": agent, "mode": mode, "k": float(kf), "episode": i,
+                                 "window_start": int(steps[0]), "window_len": len(steps), "episode_len": ep.length,
+                                 "return_orig": ep.ret, "return_perturbed": r_pert,
+                                 "reward_drop_pct": reward_drop_pct(ep.ret, r_pert),
+                                 "fidelity_score": fidelity_score(ep.ret, r_pert, len(steps), ep.length, d_max),
+                                 "control_reward_drop_pct": reward_drop_pct(ep.ret, r_ctrl)})
     return rows
 
 

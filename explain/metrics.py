@@ -6,9 +6,12 @@ import math
 from typing import Callable, Iterable
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from magicmask.models.action_selection import softmax_legal
+from magicmask.models.critical_scores import precision_recall
 from magicmask.explain.episodes import Episode, TrainedRun
+from magicmask.explain.stats import bootstrap_ci, paired_differences
 
 NAN = float("nan")
 
@@ -87,19 +90,6 @@ def kl_divergence(run: TrainedRun, unmasked: dict[int, list[Episode]], importanc
 
 
 # ---------------- ground truth ----------------
-def precision_recall(importance: np.ndarray, critical: np.ndarray | None) -> tuple[float | None, float | None]:
-    """(precision@k, recall@2k) of one episode, k = its number of true critical steps; ranking by importance
-    descending, ties to the lower step index. None when the episode has no ground truth or no critical step."""
-    if critical is None:
-        return None, None
-    crit = np.asarray(critical, bool)
-    k = int(crit.sum())
-    if k == 0:
-        return None, None
-    order = np.argsort(-np.asarray(importance, np.float64), kind="stable")
-    return float(crit[order[:k]].mean()), float(crit[order[:2 * k]].sum() / k)
-
-
 def precision_recall_mean(unmasked: dict[int, list[Episode]], importance: dict[int, list[np.ndarray]]) -> tuple[float, float]:
     """Means over every agent's episodes that have ground truth (NaN when none has)."""
     ps, rs = [], []
@@ -113,28 +103,13 @@ def precision_recall_mean(unmasked: dict[int, list[Episode]], importance: dict[i
 
 
 # ---------------- inter-agent fidelity ----------------
-def rankdata(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n, ties get their average rank (as scipy.stats.rankdata's default)."""
-    x = np.asarray(x, np.float64)
-    order = np.argsort(x, kind="stable")
-    xs = x[order]
-    ranks = np.empty(len(x), np.float64)
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and xs[j + 1] == xs[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return ranks
-
-
 def spearman(x, y) -> float | None:
-    """Spearman rank correlation; None when either vector is constant (the correlation is undefined)."""
-    rx, ry = rankdata(x), rankdata(y)
-    if len(rx) < 2 or rx.std() == 0 or ry.std() == 0:
+    """Spearman rank correlation (scipy.stats.spearmanr, ties at their mean rank); None when either vector is
+    constant or shorter than 2 (the correlation is undefined)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return None
-    return float(np.corrcoef(rx, ry)[0, 1])
+    return float(spearmanr(x, y).statistic)
 
 
 def reannotate(run: TrainedRun, agent: int, ep: Episode) -> Episode:
@@ -169,19 +144,32 @@ def inter_agent_fidelity(score: Callable[[int, Episode], np.ndarray], agents: It
 
 
 # ---------------- fidelity-test summaries ----------------
-def fidelity_summary(rows: list[dict], k_fracs) -> dict[str, float]:
-    """Per K (from the fidelity rows of one method): reward_drop_pct_kNN and control_reward_drop_pct_kNN
-    (means of the per-row values over rows with |return_orig| >= 1e-6), return_drop_kNN
-    (mean of return_orig - return_perturbed over all rows), fidelity_score_kNN (the mean of the per-episode
-    scores) and window_len_kNN (mean window length)."""
+def fidelity_summary(rows: list[dict], k_fracs, seed: int = 0) -> dict:
+    """Per mode and K, from the fidelity rows of one method (keys of the window mode unprefixed, of the topk
+    mode prefixed `topk_`):
+      reward_drop_pct_kNN, control_reward_drop_pct_kNN: means of the per-row values over the rows with
+        |return_orig| >= 1e-6; reward_drop_pct_kNN_ci their 95% bootstrap interval over episodes;
+      drop_minus_control_kNN and _ci: the mean paired difference (drop - control on the same episode) and its
+        95% bootstrap interval: above 0 means the method's steps matter more than random ones, significantly;
+      return_drop_kNN (mean of return_orig - return_perturbed over all rows), fidelity_score_kNN (the mean of
+        the per-episode scores) and window_len_kNN (mean number of perturbed steps)."""
     out = {}
-    for kf in k_fracs:
-        lab = k_label(kf)
-        rs = [r for r in rows if abs(float(r["k"]) - float(kf)) < 1e-9]
-        ok = [r for r in rs if abs(float(r["return_orig"])) >= 1e-6]
-        out[f"reward_drop_pct_{lab}"] = _mean(r["reward_drop_pct"] for r in ok)
-        out[f"control_reward_drop_pct_{lab}"] = _mean(r["control_reward_drop_pct"] for r in ok)
-        out[f"return_drop_{lab}"] = _mean(float(r["return_orig"]) - float(r["return_perturbed"]) for r in rs)
-        out[f"fidelity_score_{lab}"] = _mean(r["fidelity_score"] for r in rs)
-        out[f"window_len_{lab}"] = _mean(r["window_len"] for r in rs)
+    for mode in sorted({r.get("mode", "window") for r in rows}):
+        prefix = "" if mode == "window" else f"{mode}_"
+        for kf in k_fracs:
+            rs = [r for r in rows if r.get("mode", "window") == mode and abs(float(r["k"]) - float(kf)) < 1e-9]
+            ok = [r for r in rs if abs(float(r["return_orig"])) >= 1e-6]
+            drop = [float(r["reward_drop_pct"]) for r in ok]
+            ctrl = [float(r["control_reward_drop_pct"]) for r in ok]
+            diff = paired_differences(drop, ctrl)
+            sfx = k_label(kf)
+            out[f"{prefix}reward_drop_pct_{sfx}"] = _mean(drop)
+            out[f"{prefix}reward_drop_pct_{sfx}_ci"] = bootstrap_ci(drop, seed=seed)
+            out[f"{prefix}control_reward_drop_pct_{sfx}"] = _mean(ctrl)
+            out[f"{prefix}drop_minus_control_{sfx}"] = _mean(diff)
+            out[f"{prefix}drop_minus_control_{sfx}_ci"] = bootstrap_ci(diff, seed=seed)
+            out[f"{prefix}return_drop_{sfx}"] = _mean(float(r["return_orig"]) - float(r["return_perturbed"]) for r in rs)
+            out[f"{prefix}fidelity_score_{sfx}"] = _mean(r["fidelity_score"] for r in rs)
+            out[f"{prefix}window_len_{sfx}"] = _mean(r["window_len"] for r in rs)
+            out[f"{prefix}episodes_{sfx}"] = len(ok)
     return out

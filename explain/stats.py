@@ -33,3 +33,34 @@ def fmt_mean_sd(mean: float, sd: float, n: int, digits: int | None = None) -> st
         return f"{mean:.0f}" + (f" ± {sd:.0f}" if n > 1 else "")
     noise = sd <= 1e-9 * max(1.0, abs(mean))  # identical seeds: floating-point noise shows as 0
     return f"{mean:.3g}" + ("" if n < 2 else " ± 0" if noise else f" ± {sd:.2g}")
+
+
+def bootstrap_ci(values, level: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> list[float]:
+    """[lo, hi]: the percentile bootstrap interval of the mean of the finite values (resampling the values,
+    e.g. episodes, with replacement; scipy.stats.bootstrap). A single value or identical values give a
+    zero-width interval; no value gives [nan, nan]."""
+    from scipy.stats import bootstrap
+
+    a = finite(values)
+    if len(a) == 0:
+        return [float("nan"), float("nan")]
+    if len(a) == 1 or np.ptp(a) == 0:
+        return [float(a[0]), float(a[0])] if len(a) == 1 else [float(a.mean()), float(a.mean())]
+    res = bootstrap((a,), np.mean, confidence_level=level, n_resamples=n_resamples, method="percentile",
+                    random_state=np.random.default_rng(seed), vectorized=True)
+    return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+
+
+def paired_differences(a, b) -> np.ndarray:
+    """a[i] - b[i] for the pairs where both are finite (e.g. a method's drop and its control on one episode)."""
+    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"paired_differences: {x.shape} vs {y.shape}")
+    ok = np.isfinite(x) & np.isfinite(y)
+    return x[ok] - y[ok]
+
+
+def significant(ci) -> str:
+    """'+' when a 95% interval lies above 0, '-' when below, '' when it contains 0 (or is missing)."""
+    lo, hi = (float(v) for v in ci) if ci is not None else (math.nan, math.nan)
+    return "+" if lo > 0 else "-" if hi < 0 else ""

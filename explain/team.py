@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from scipy.stats import rankdata
 
 from magicmask.actors.envs.base import TeamWorld
 from magicmask.explain.baselines.base import random_other_legal
 from magicmask.explain.episodes import Episode, TrainedRun
 from magicmask.explain.fidelity import RET_FLOOR, fidelity_score, keyed_rng, reward_drop_pct, select_window
-from magicmask.explain.metrics import rankdata, reannotate
+from magicmask.explain.metrics import reannotate
 
 
 @dataclass

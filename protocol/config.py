@@ -152,7 +152,12 @@ class LearnerConfig:
 class BrokerConfig:
     top_k: int = opt(64, "Size of the shared critical-state buffer (K).", ge=1, le=100_000)
     merge_rho: float = opt(0.98, "Cosine similarity at which a reported state merges with a buffered one.", gt=0.0, le=1.0)
-    age_decay: float = opt(0.98, "Factor applied to every buffered score at each snapshot, so stale entries leave.", gt=0.0, le=1.0)
+    age_decay: float = opt(0.98, "Factor applied to every buffered score at each snapshot, so stale entries sink.", gt=0.0, le=1.0)
+    min_score: float = opt(
+        0.5, "Entries whose aged score falls below this are forgotten (0: never; they then leave only when a full "
+        "buffer needs the room). With age_decay 0.98, a state reported once at m = 1 leaves after 35 snapshots "
+        "unless someone reports it again. The default is mask.tau's default: below it the state is no longer "
+        "'confidently critical' for anyone.", ge=0.0, le=1.0)
     snapshot_every: int = opt(50, "Broadcast a full snapshot every this many steps of the report step clock.", ge=1)
     save_snapshots: bool = opt(True, "Append every snapshot to <run>/critical/snapshots.jsonl.")
 
@@ -217,6 +222,16 @@ class ExplainConfig:
     first_seed: int = opt(1_000_000, "Seed of the first evaluation episode (episode i uses first_seed + i).", ge=0)
     methods: str = opt(",".join(EXPLAINERS), f"Comma-separated explainers to run: {', '.join(EXPLAINERS)}.")
     k_fractions: str = opt("0.1,0.2,0.3,0.4", "Comma-separated K of the fidelity test, as fractions of the episode.")
+    fidelity_mode: str = opt(
+        "both", "Which steps the fidelity test perturbs: window (the longest contiguous run of the top-K steps), "
+        "topk (all top-K steps, the paper's variant) or both; metrics.json names the topk numbers with a "
+        "'topk_' prefix (docs/metrics.md).", choices=["window", "topk", "both"])
+    opponent: str = opt(
+        "peers", "Who plays the other seats in explanation episodes of shared-world envs: random (uniform random "
+        "legal), lookahead (connect4: win now, else block, else random), search:<depth> (connect4: alpha-beta "
+        "to that depth, with a little noise), peers (the run's other trained policies, greedy) or self (the "
+        "explained agent's own policy in every seat). In a cooperative env a random teammate makes joint "
+        "critical steps meaningless, so envs given by import path use the peers.")
     statemask_steps: int = opt(20_000, "StateMask baseline: env steps of PPO training of its post-hoc mask per agent.", ge=0)
     edge_epochs: int = opt(30, "EDGE baseline: training epochs of its GRU + sparse GP model.", ge=1)
     lazymdp_epochs: int = opt(30, "LazyMDP baseline: training epochs of its post-hoc Q head.", ge=1)
@@ -280,6 +295,19 @@ def port_overrides(ports: list[int], metrics_port: int | None = None) -> list[st
         raise ValueError(f"port_overrides: {len(PORT_FIELDS)} ports needed, got {len(ports)}")
     items = [f"net.{name}={port}" for name, port in zip(PORT_FIELDS, ports)]
     return items + ([] if metrics_port is None else [f"net.metrics_port={metrics_port}"])
+
+
+OPPONENTS = ("random", "lookahead", "search:<depth>", "peers", "self")
+
+
+def check_opponent(text: str, field_name: str) -> None:
+    """An opponent name: one of OPPONENTS, search with a depth from 1 to 8."""
+    if text in ("random", "lookahead", "peers", "self"):
+        return
+    head, _, depth = text.partition(":")
+    if head == "search" and depth.isdigit() and 1 <= int(depth) <= 8:
+        return
+    raise ConfigError(f"{field_name}={text!r}: allowed are {', '.join(OPPONENTS)} (depth 1..8)")
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -400,6 +428,7 @@ def validate(cfg: Config) -> Config:
     methods = [x.strip() for x in cfg.explain.methods.split(",") if x.strip()]
     if not methods or any(x not in EXPLAINERS for x in methods):
         raise ConfigError(f"explain.methods={cfg.explain.methods!r}: a comma-separated subset of {', '.join(EXPLAINERS)}")
+    check_opponent(cfg.explain.opponent, "explain.opponent")
     try:
         ks = [float(x) for x in cfg.explain.k_fractions.split(",")]
     except ValueError:

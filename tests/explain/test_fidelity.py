@@ -149,6 +149,58 @@ def test_fidelity_rows_columns_and_control():
         assert a["control_reward_drop_pct"] == b["control_reward_drop_pct"]
 
 
+def test_topk_perturbs_every_top_step_and_nothing_else():
+    imp = [0.9, 0.1, 0.8, 0.7, 0.0, 0.0, 0.95, 0.2, 0.1, 0.05]
+    assert F.select_topk(imp, 0.4).tolist() == [0, 2, 3, 6]   # k = 4: not only the longest run 2..3
+    run = _untrained_run("gates.yaml", 1)
+    ep = record_episodes(run, 0, 1, 3, masked=False)[0]
+    rec = _Recorder(run.make_env(0))
+    run.__dict__["_replay_envs"] = {0: rec}
+    steps = np.array([2, 5, 6, ep.length - 1])
+    F.replay_steps(run, 0, ep, steps, np.random.default_rng(0))
+    acts = np.array(rec.actions)
+    other = np.setdiff1d(np.arange(2, ep.length), steps)
+    assert (acts[:2] == ep.actions[:2]).all()
+    assert (acts[steps] != ep.own_actions[steps]).all()
+    assert (acts[other] == ep.own_actions[other]).all()
+    with pytest.raises(ValueError):
+        F.replay_steps(run, 0, ep, np.array([5, 2]), np.random.default_rng(0))
+
+
+def test_fidelity_rows_in_both_modes():
+    run = _untrained_run("gates.yaml", 1)
+    eps = record_episodes(run, 0, 3, 10, masked=False)
+    spiky = [np.where(np.arange(e.length) % 3 == 0, 1.0, 0.0) + np.linspace(0, 0.1, e.length) for e in eps]
+    rows = F.fidelity_rows(run, 0, eps, {"spiky": spiky}, [0.25], seed=0, modes=("window", "topk"))
+    win = [r for r in rows if r["mode"] == "window"]
+    top = [r for r in rows if r["mode"] == "topk"]
+    assert len(win) == len(top) == 3
+    for w, t, e in zip(win, top, eps):
+        k = max(1, int(0.25 * e.length))
+        assert t["window_len"] == k and w["window_len"] == 1   # spikes are never adjacent: the window is one step
+    with pytest.raises(ValueError):
+        F.fidelity_rows(run, 0, eps, {"spiky": spiky}, [0.25], modes=("diagonal",))
+
+
+def test_summary_intervals_say_significant_only_when_the_drop_beats_the_control():
+    from magicmask.explain.metrics import fidelity_summary
+    rng = np.random.default_rng(0)
+    def rows(drops, ctrls):
+        return [{"mode": "window", "k": 0.1, "return_orig": 1.0, "return_perturbed": 1 - d / 100, "reward_drop_pct": d,
+                 "control_reward_drop_pct": c, "fidelity_score": 0.0, "window_len": 2} for d, c in zip(drops, ctrls)]
+    ctrl = rng.uniform(0, 20, 60)
+    strong = fidelity_summary(rows(ctrl + rng.uniform(10, 30, 60), ctrl), [0.1])
+    lo, hi = strong["drop_minus_control_k10_ci"]
+    assert 10 < lo < strong["drop_minus_control_k10"] < hi < 30
+    noise = fidelity_summary(rows(rng.uniform(0, 20, 60), ctrl), [0.1])
+    lo, hi = noise["drop_minus_control_k10_ci"]
+    assert lo < 0 < hi
+    r_lo, r_hi = noise["reward_drop_pct_k10_ci"]
+    assert r_lo < noise["reward_drop_pct_k10"] < r_hi
+    topk = fidelity_summary([dict(r, mode="topk") for r in rows(ctrl + 5, ctrl)], [0.1])
+    assert topk["topk_drop_minus_control_k10_ci"] == pytest.approx([5.0, 5.0]) and "drop_minus_control_k10" not in topk
+
+
 def test_write_png_roundtrip(tmp_path):
     img = (np.arange(5 * 7 * 3) % 256).astype(np.uint8).reshape(5, 7, 3)
     F.write_png(tmp_path / "a.png", img)
