@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from magicmask.models.critical_scores import precision_at_k
 from magicmask.models.action_selection import select_explaining, softmax_legal
 from magicmask.actors.envs import make_env
+from magicmask.actors.envs.base import RANDOM_OPPONENT
 
 
 def play_episode(env, forward, seed: int, rng, tau: float | None, greedy: bool = True, max_steps: int = 100_000):
@@ -32,19 +34,9 @@ def play_episode(env, forward, seed: int, rng, tau: float | None, greedy: bool =
     return steps
 
 
-def precision_at_k(ms: np.ndarray, critical: np.ndarray) -> float | None:
-    """Share of the k highest-m steps that are truly critical, k = number of truly critical steps."""
-    k = int(critical.sum())
-    if k == 0:
-        return None
-    top = np.argsort(-ms, kind="stable")[:k]
-    return float(critical[top].mean())
-
-
 def evaluate(cfg, agent: int, peers, rng) -> dict:
     env = make_env(cfg, agent, copy_index=cfg.env.copies)  # its own copy, never one the actor trains in
-    if hasattr(env, "set_episode_opponent"):
-        env.set_episode_opponent(-1)  # shared worlds: evaluate against the uniform random player
+    env.set_episode_opponent(RANDOM_OPPONENT)  # envs that pick opponents per episode: the uniform random player
     env.set_opponent(peers.opponent)
     fwd = lambda o: peers.forward(agent, o)  # noqa: E731
     greedy = not cfg.actor.sample_policy_in_eval
@@ -67,7 +59,6 @@ def evaluate(cfg, agent: int, peers, rng) -> dict:
     out.update({f"vs_random_{k}": float(np.mean(v)) for k, v in stats.items()})
     if precisions:
         out["precision_at_k"] = float(np.mean(precisions))
-    if hasattr(env, "evaluate_extra"):
-        out.update(env.evaluate_extra(lambda o, lg: int(softmax_legal(fwd(o[None])[0], lg[None])[0].argmax()),
-                                      cfg.env.eval_episodes, rng))
+    out.update(env.evaluate_extra(lambda o, lg: int(softmax_legal(fwd(o[None])[0], lg[None])[0].argmax()),
+                                  cfg.env.eval_episodes, rng))
     return out

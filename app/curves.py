@@ -5,27 +5,24 @@ mean training return of the episodes that ended in the batch and every evaluatio
 numbers docs/RESULTS.md quotes."""
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
+
+from magicmask.metrics_log import agent_records
 
 
 def read_curves(run_dir: str | Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
     """{agent: {series: [(env_steps, value), ...]}}; series are `mean_return` and every `eval.<key>` (the
-    learner writes an evaluation once, in the first update after the actor sent it)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no learner metrics (train first: magicmask run)")
+    learner writes an evaluation once, in the first update after the actor sent it). Non-finite values (no
+    episode ended in the batch) are left out."""
     out: dict[str, dict[str, list[tuple[int, float]]]] = {}
-    with open(path) as f:
-        for line in f:
-            for agent, d in json.loads(line).get("agents", {}).items():
-                series = out.setdefault(agent, {})
-                steps = int(d.get("env_steps", 0))
-                values = {"mean_return": d.get("mean_return"), **{f"eval.{k}": v for k, v in (d.get("eval") or {}).items()}}
-                for name, v in values.items():
-                    if isinstance(v, (int, float)) and math.isfinite(v):
-                        series.setdefault(name, []).append((steps, float(v)))
+    for rec in agent_records(run_dir):
+        series = out.setdefault(str(rec.agent), {})
+        if rec.env_steps is None:
+            continue
+        values = {"mean_return": rec.mean_return, **{f"eval.{k}": v for k, v in rec.eval.items()}}
+        for name, v in values.items():
+            if v is not None:
+                series.setdefault(name, []).append((rec.env_steps, v))
     return out
 
 

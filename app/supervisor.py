@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,35 @@ def scrape(port: int, host: str = "127.0.0.1") -> dict[tuple, float]:
     return out
 
 
+class Rate:
+    """Per-second rate of a Prometheus counter from the samples the supervisor scrapes, over the last
+    `window_s` seconds. As PromQL's rate(): a counter that went down was reset (its process restarted) and
+    counts from zero again, so its new value is all increase."""
+
+    def __init__(self, window_s: float = 10.0):
+        self.window_s = window_s
+        self.samples: deque[tuple[float, float]] = deque()  # (time, increase since the first sample)
+        self.increase = 0.0
+        self.last: float | None = None
+
+    def add(self, t: float, value: float | None) -> None:
+        if value is None:  # not exposed yet, or the process is unreachable
+            return
+        if self.last is not None:
+            self.increase += value - self.last if value >= self.last else value
+        self.last = value
+        self.samples.append((t, self.increase))
+        while len(self.samples) > 2 and self.samples[1][0] <= t - self.window_s:
+            self.samples.popleft()
+
+    def per_second(self) -> float | None:
+        """None until two samples some time apart."""
+        if len(self.samples) < 2 or self.samples[-1][0] <= self.samples[0][0]:
+            return None
+        (t0, v0), (t1, v1) = self.samples[0], self.samples[-1]
+        return (v1 - v0) / (t1 - t0)
+
+
 class Supervisor:
     def __init__(self, cfg: Config, run_dir: Path, config_path: Path):
         self.cfg, self.run_dir = cfg, run_dir
@@ -65,6 +95,7 @@ class Supervisor:
         self.children += [Child(f"actor{i}", [*base, "actor", "--agent", str(i), *common]) for i in range(cfg.run.agents)]
         self.stopping = False
         self.t0 = time.time()
+        self.step_rates = [Rate() for _ in range(cfg.run.agents)]  # env steps/s trained on, per agent
 
     def start(self, child: Child) -> None:
         log = open(self.run_dir / "logs" / f"{child.name}.log", "ab")
@@ -98,16 +129,20 @@ class Supervisor:
         self.stopping = True
 
     def status(self) -> dict:
-        """One snapshot of the run, read from the processes' own metrics endpoints."""
+        """One snapshot of the run, read from the processes' own metrics endpoints (docs/PROMETHEUS.md); rates
+        from the counters' increase between scrapes."""
         cfg = self.cfg
         host = cfg.net.metrics_host if cfg.net.metrics_host not in ("0.0.0.0", "") else "127.0.0.1"
+        now = time.time()
         lm = scrape(cfg.metrics_port_of("learner"), host)
         bm = scrape(cfg.metrics_port_of("broker"), host)
         agents = []
         for i in range(cfg.run.agents):
             a = (("agent", str(i)),)
+            self.step_rates[i].add(now, lm.get(("magicmask_learner_env_steps_total", *a)))
             agents.append({
                 "steps": lm.get(("magicmask_learner_agent_env_steps", *a), 0.0),
+                "sps": self.step_rates[i].per_second(),
                 "return": lm.get(("magicmask_learner_mean_return", *a)),
                 "keep": lm.get(("magicmask_learner_keep_rate", *a)),
                 "lag": lm.get(("magicmask_learner_policy_lag", *a)),
@@ -115,8 +150,9 @@ class Supervisor:
                 "precision": lm.get(("magicmask_learner_eval", *a, ("name", "precision_at_k"))),
                 "restarts": self.children[2 + i].restarts,
             })
-        return {"elapsed": time.time() - self.t0, "version": lm.get(("magicmask_learner_policy_version",), 0.0),
-                "sps": lm.get(("magicmask_learner_steps_per_second",), 0.0),
+        rates = [a["sps"] for a in agents if a["sps"] is not None]
+        return {"elapsed": now - self.t0, "version": lm.get(("magicmask_learner_policy_version",), 0.0),
+                "sps": sum(rates) if rates else None,
                 "snapshot_seq": bm.get(("magicmask_broker_snapshot_seq",)), "agents": agents}
 
     def render(self, st: dict):
@@ -125,12 +161,14 @@ class Supervisor:
         def f(v, fmt):
             return "-" if v is None else format(v, fmt)
         t = Table(title=f"MAGIC-MASK {self.run_dir.name}  {st['elapsed']:.0f}s  policy v{st['version']:.0f}  "
-                        f"{st['sps']:.0f} steps/s  broker snapshot #{f(st['snapshot_seq'], '.0f')}")
-        for col in ("agent", "env steps", "mean return", "keep-rate m", "policy lag", "win vs random", "precision@k", "restarts"):
+                        f"{f(st['sps'], '.0f')} steps/s  broker snapshot #{f(st['snapshot_seq'], '.0f')}")
+        for col in ("agent", "env steps", "steps/s", "mean return", "keep-rate m", "policy lag", "win vs random",
+                    "precision@k", "restarts"):
             t.add_column(col, justify="right")
         for i, a in enumerate(st["agents"]):
-            t.add_row(str(i), f"{a['steps']:.0f}/{self.cfg.run.total_steps}", f(a["return"], ".3f"), f(a["keep"], ".2f"),
-                      f(a["lag"], ".0f"), f(a["win_random"], ".2f"), f(a["precision"], ".2f"), str(a["restarts"]))
+            t.add_row(str(i), f"{a['steps']:.0f}/{self.cfg.run.total_steps}", f(a["sps"], ".0f"),
+                      f(a["return"], ".3f"), f(a["keep"], ".2f"), f(a["lag"], ".0f"), f(a["win_random"], ".2f"),
+                      f(a["precision"], ".2f"), str(a["restarts"]))
         return t
 
     def run(self) -> int:
@@ -176,7 +214,8 @@ class Supervisor:
                 elif live is None and self.cfg.run.progress and now - last_line > 10.0:
                     st = self.status()
                     rets = " ".join("-" if a["return"] is None else f"{a['return']:.2f}" for a in st["agents"])
-                    print(f"[{st['elapsed']:.0f}s] v{st['version']:.0f} {st['sps']:.0f} steps/s "
+                    sps = "-" if st["sps"] is None else f"{st['sps']:.0f}"
+                    print(f"[{st['elapsed']:.0f}s] v{st['version']:.0f} {sps} steps/s "
                           f"steps={[int(a['steps']) for a in st['agents']]} returns={rets}", flush=True)
                     last_line = now
         finally:

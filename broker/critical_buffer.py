@@ -1,6 +1,6 @@
 """The broker's shared memory of critical states: a bounded top-K buffer over every agent's reports.
 
-Why this shape (DESIGN.md, Broker): agents report their highest-m states; the same state reported by
+Why this shape: agents report their highest-m states; the same state reported by
 several agents should be one entry that remembers who found it (so a receiver can tell peers' knowledge
 from its own), the buffer must stay bounded whatever the report rate, and old knowledge must make room
 for new, which ageing does: every snapshot multiplies all scores by `age_decay`, so an entry that nobody

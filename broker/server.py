@@ -1,6 +1,6 @@
 """The broker process: collects critical reports, keeps the shared top-K buffer, broadcasts snapshots.
 
-Sockets (DESIGN.md), all bound on cfg.net.host -- the ZeroMQ guide's Clone pattern (server holds PULL +
+Sockets, all bound on cfg.net.host -- the ZeroMQ guide's Clone pattern (server holds PULL +
 PUB + ROUTER):
 - PULL `broker_reports_port`: `CriticalReport` from actors (and `Stop` from the supervisor or learner,
   which ends the process). The step clock is the largest `env_steps` any agent reported.
@@ -18,10 +18,11 @@ Sequence numbers: each receiver has its own Sender (same incarnation) and every 
 so receiver r sees seq 1, 2, 3, ... on its topic and the seq equals the broadcast round. A state reply
 carries the seq of the last broadcast (0 before the first one) without advancing it.
 
-Receiver side (actors/actor.py implements it): subscribe to b"snap/<r>" first, then ask the ROUTER for the
-current snapshot over a DEALER; apply a snapshot only if its seq is greater than the last one applied
-(the stream may repeat what the state reply gave, and reordering may deliver an old one late); a jump from
-s to s' > s + 1 counts s' - s - 1 gaps (lost snapshots). Delay = receive time - body["created_at"].
+Receiver side (actors/links.py and actors/critical.py implement it): subscribe to b"snap/<r>" first,
+then ask the ROUTER for the current snapshot over a DEALER; apply a snapshot only if its seq is greater than
+the last one applied (the stream may repeat what the state reply gave, and reordering may deliver an old one
+late); a jump from s to s' > s + 1 counts s' - s - 1 gaps (lost snapshots). Delay = receive time -
+body["created_at"].
 
 Liveness: a `Heartbeat` {"role": "broker", "incarnation": ...} on topic b"hb" every `net.heartbeat_s`,
 straight to PUB (never impaired: it reports the broker's health, not the channel's). Every header carries the
@@ -48,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import zmq
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge
 
 from magicmask.broker.critical_buffer import MAX_AGENTS, CriticalBuffer
 from magicmask.broker.impairment import Impairment
@@ -58,7 +59,7 @@ from magicmask.protocol.codec import Sender, encode
 from magicmask.protocol.config import Config
 from magicmask.protocol.drops import DropLog
 from magicmask.protocol.security import for_process, release
-from magicmask.protocol.transport import HeartbeatPublisher, make_socket, receive, tcp
+from magicmask.protocol.transport import HeartbeatPublisher, make_socket, receive, serve_metrics, tcp
 
 log = logging.getLogger("broker")
 
@@ -120,6 +121,12 @@ class Broker:
         self.context = {"K": cfg.actor.key_dim}
         self.stopping = False
         self._releasing = False
+        self.ctx: zmq.Context | None = None  # sockets and heartbeat: made by bind()
+        self.pull: zmq.Socket | None = None
+        self.pub: zmq.Socket | None = None
+        self.router: zmq.Socket | None = None
+        self.hb: HeartbeatPublisher | None = None
+        self.poller = zmq.Poller()
         self.snap_file = None
         if cfg.broker.save_snapshots:
             (self.run_dir / "critical").mkdir(parents=True, exist_ok=True)
@@ -142,7 +149,6 @@ class Broker:
             self.close()
             raise RuntimeError(f"broker: cannot bind on {cfg.net.host} ports {cfg.net.broker_reports_port}, "
                                f"{cfg.net.broker_snapshots_port}, {cfg.net.broker_router_port}: {e}") from e
-        self.poller = zmq.Poller()
         self.poller.register(self.pull, zmq.POLLIN)
         self.poller.register(self.router, zmq.POLLIN)
         log.info("broker on %s: reports %d, snapshots %d, state requests %d; %d agents, topology %s, comm %s",
@@ -150,11 +156,10 @@ class Broker:
                  cfg.net.broker_router_port, self.n, cfg.comm.topology, "on" if cfg.comm.enabled else "OFF (NoComm)")
 
     def close(self) -> None:
-        for name in ("pull", "pub", "router"):
-            s = getattr(self, name, None)
+        for s in (self.pull, self.pub, self.router):
             if s is not None:
                 s.close(linger=0)
-        if getattr(self, "ctx", None) is not None:
+        if self.ctx is not None:
             release(self.ctx)  # the CURVE authenticator's thread, if any, holds sockets of ctx
             self.ctx.term()
             self.ctx = None
@@ -300,9 +305,7 @@ class Broker:
 
 def main(cfg: Config, run_dir: Path, stop_event=None) -> int:
     """Run the broker until Stop, SIGTERM/SIGINT (process) or stop_event (in-process tests)."""
-    port = cfg.metrics_port_of("broker")
-    if port:
-        start_http_server(port, addr=cfg.net.metrics_host)
+    serve_metrics(cfg.metrics_port_of("broker"), cfg.net.metrics_host)
     broker = Broker(cfg, run_dir, stop_event)
     if stop_event is None:
         def _stop(signum, _frame):

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import zmq
 
 from magicmask.actors.envs import make_env
 from magicmask.learner.batched_ppo import BatchedPPO
+from magicmask.machine import machine_line
 from magicmask.models.networks import AgentNets, nets_for
 from magicmask.protocol import config as C
 from magicmask.protocol import messages as M
@@ -29,18 +29,6 @@ from magicmask.protocol.codec import Sender, decode
 from magicmask.protocol.transport import free_ports, make_socket, tcp
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {cpu}, torch {torch.__version__}, Python {platform.python_version()}"
 
 
 def ceiling(cfg: C.Config, seconds: float) -> float:
@@ -60,11 +48,8 @@ def ceiling(cfg: C.Config, seconds: float) -> float:
 
 
 def collection(env: str, preset: str, seconds: float) -> tuple[float, float]:
-    ports = free_ports(7)
-    names = ["learner_fragments_port", "learner_weights_port", "learner_router_port", "broker_reports_port",
-             "broker_snapshots_port", "broker_router_port"]
-    overrides = [f"net.{k}={p}" for k, p in zip(names, ports)] + [
-        "net.metrics_port=0", "run.agents=1", "env.random_opponent_frac=1.0", "env.eval_every=0"]
+    overrides = C.port_overrides(free_ports(len(C.PORT_FIELDS)), metrics_port=0) + [
+        "run.agents=1", "env.opponents=random=1", "env.eval_every=0"]
     cfg = C.load(ROOT / "deploy/configs" / preset, overrides, environ={})
     spec = make_env(cfg, 0).spec
     nets = nets_for(spec, cfg.ppo.hidden, 1, seed=0)
@@ -161,7 +146,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"# MAGIC-MASK benchmarks\nmachine: {machine()}\n")
+    versions = (f"torch {torch.__version__}", f"Python {platform.python_version()}")
+    print(f"# MAGIC-MASK benchmarks\nmachine: {machine_line(*versions)}\n")
     print("## Collection (1 actor process, 4 env copies, learner only receives)\n")
     print("| env | actor steps/s | random-action ceiling steps/s | ratio |\n|---|---|---|---|")
     for env, preset in (("gates", "gates.yaml"), ("connect4", "connect4.yaml")):

@@ -26,6 +26,7 @@ import argparse
 import logging
 import multiprocessing as mp
 import os
+import platform
 import tempfile
 import threading
 import time
@@ -34,9 +35,9 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-import bench  # deploy/bench.py, beside this script: its machine line
 from magicmask.actors.envs import env_spec
 from magicmask.broker.server import Broker
+from magicmask.machine import machine_line
 from magicmask.protocol import config as C
 from magicmask.protocol import messages as M
 from magicmask.protocol import security as S
@@ -44,12 +45,12 @@ from magicmask.protocol.codec import Sender, decode
 from magicmask.protocol.drops import DropLog
 from magicmask.protocol.transport import free_ports, make_socket, receive, tcp
 
-BROKER_PORTS = ("broker_reports_port", "broker_snapshots_port", "broker_router_port")
 SPAWN = mp.get_context("spawn")  # children make their own ZeroMQ contexts: never fork one
 
 
 def machine() -> str:
-    return f"{bench.machine()}, pyzmq {zmq.pyzmq_version()}, libzmq {zmq.zmq_version()}"
+    return machine_line(f"Python {platform.python_version()}", f"pyzmq {zmq.pyzmq_version()}",
+                        f"libzmq {zmq.zmq_version()}")
 
 
 def load() -> str:
@@ -162,10 +163,8 @@ class BrokerProcess:
     """The real broker in a child process, with a Team of synthetic agents connected to it."""
 
     def __init__(self, agents: int, keys_dir: str = ""):
-        ports = free_ports(len(BROKER_PORTS))
-        self.overrides = [f"net.{k}={p}" for k, p in zip(BROKER_PORTS, ports)] + [
-            "net.metrics_port=0", f"run.agents={agents}", "broker.save_snapshots=false",
-            f"security.keys_dir={keys_dir}"]
+        self.overrides = C.port_overrides(free_ports(len(C.PORT_FIELDS)), metrics_port=0) + [
+            f"run.agents={agents}", "broker.save_snapshots=false", f"security.keys_dir={keys_dir}"]
         self.cfg = C.load(overrides=self.overrides, environ={})
         self.tmp = tempfile.TemporaryDirectory()
         self.conn, child = SPAWN.Pipe()

@@ -40,7 +40,7 @@ def _timed(step, reset):
 def plain(env_id: str, n: int):
     import gymnasium as gym
     import highway_env
-    from magicmask.actors.envs.highway import multiagent_config
+    from magicmask.actors.envs.highway_world import multiagent_config
     gym.register_envs(highway_env)
     env = gym.make(env_id, config=multiagent_config(n))
 

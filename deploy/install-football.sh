@@ -6,7 +6,7 @@
 # ~/.cache/magic-mask/wheels/<os>-py<ver>/), so a later install takes seconds (13 s measured).
 # Idempotent: exits at once when the venv already imports gfootball with its engine.
 #
-# Why each step (measured, shared/reference/environments.md):
+# Why each step (measured on the project's machines):
 #  - `--no-build-isolation` with psutil and the venv's python3 first on PATH: the engine's build script calls
 #    `python3 -c 'import psutil'`; inside pip's isolated build that fails ("No module named 'psutil'").
 #  - gym==0.25.2: gym 0.26 changed reset() and gfootball breaks ("too many values to unpack"); `six` is

@@ -11,10 +11,10 @@ import torch
 
 from magicmask.models.action_selection import softmax_legal
 from magicmask.actors.envs import make_env
-from magicmask.actors.envs.base import TeamWorld
+from magicmask.actors.envs.base import RANDOM_OPPONENT, TeamWorld
 from magicmask.actors.evaluation import play_episode
 from magicmask.learner import checkpoint
-from magicmask.models.networks import AgentNets, group_nets, nets_for
+from magicmask.models.networks import StackedNets, build_nets, group_nets
 from magicmask.protocol import config as C
 
 
@@ -48,7 +48,7 @@ class Episode:
 class AgentPolicy:
     """One trained agent (policy, value, mask), inference only."""
 
-    def __init__(self, nets: AgentNets, tau: float):
+    def __init__(self, nets: StackedNets, tau: float):
         self.nets, self.tau = nets, tau
         self.nets.requires_grad_(False)
 
@@ -62,6 +62,11 @@ class AgentPolicy:
         logits = self.forward(obs[None])[0]
         return int(softmax_legal(logits, legal[None])[0].argmax())
 
+    def sample(self, obs: np.ndarray, legal: np.ndarray, rng: np.random.Generator) -> int:
+        """An action drawn from the policy over the legal actions."""
+        p = softmax_legal(self.forward(obs[None])[0], legal[None])[0].astype(np.float64)
+        return int(rng.choice(len(p), p=p / p.sum()))
+
 
 @dataclass
 class TrainedRun:
@@ -71,14 +76,46 @@ class TrainedRun:
     version: int
 
     def make_env(self, agent: int, copy_index: int = 0):
-        """Competitive shared worlds are explained against the uniform random player; in cooperative ones
-        (TeamWorld) the teammates play their own greedy policies, so an agent is explained in its team."""
+        """The env an agent is explained in, with the other seats played as `explain.opponent` says."""
         env = make_env(self.cfg, agent, copy_index)
-        if isinstance(env, TeamWorld):
-            env.set_opponent(lambda j, obs, legal: self.policies[j].greedy(obs, legal))
-        elif hasattr(env, "set_episode_opponent"):
-            env.set_episode_opponent(-1)
+        seat_opponents(env, self, agent, self.cfg.explain.opponent)
         return env
+
+
+def seat_opponents(env, run: TrainedRun, agent: int, opponent: str) -> None:
+    """Who plays the other seats of a shared world in explanation episodes (explain.opponent):
+      peers      the run's other trained policies; in envs that seat one opponent per episode, the peer is
+                 chosen by the episode seed
+      self       the explained agent's own policy in every other seat
+      random     uniform random legal moves
+      <name>     one of the env's built-in players (connect4: lookahead, search:<depth>)
+    Peers and self play greedily in cooperative worlds (TeamWorld: the team as it plays) and sample their policy
+    in competitive ones, where greedy players on both sides would replay the same few games; the samples come
+    from a generator seeded by the episode seed, so a replay from that seed meets the same moves until its
+    perturbation changes the game. Per-agent worlds (gates, pong) have no other seat and ignore all this."""
+    if opponent == "random":
+        env.set_opponent(None)
+        env.set_opponent_schedule(lambda seed: RANDOM_OPPONENT)
+        return
+    if opponent in ("peers", "self"):
+        others = [agent] if opponent == "self" else [j for j in range(len(run.policies)) if j != agent] or [agent]
+        players = {j: run.policies[agent if opponent == "self" else j] for j in range(len(run.policies))}
+        greedy = isinstance(env, TeamWorld)
+        rng = [np.random.default_rng(0)]
+
+        def schedule(seed: int):
+            rng[0] = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x0990])
+            return others[seed % len(others)]
+
+        def play(j, obs, legal):
+            return players[j].greedy(obs, legal) if greedy else players[j].sample(obs, legal, rng[0])
+        env.set_opponent(play)
+        env.set_opponent_schedule(schedule)
+        return
+    if opponent.partition(":")[0] not in env.builtin_players:
+        allowed = ", ".join(["random", "peers", "self", *env.builtin_players])
+        raise C.ConfigError(f"explain.opponent={opponent!r}: env {env.spec.name!r} has no such player; allowed: {allowed}")
+    env.set_opponent_schedule(lambda seed: opponent)
 
 
 def load_run(run_dir: str | Path, ckpt: str | Path | None = None) -> TrainedRun:
@@ -92,8 +129,7 @@ def load_run(run_dir: str | Path, ckpt: str | Path | None = None) -> TrainedRun:
         raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'} (train first: magicmask run)")
     st = checkpoint.load(path)
     spec = make_env(cfg, 0).spec
-    head = cfg.ppo.action_head
-    groups, states = group_nets(spec, cfg.ppo.hidden, action_head=head), checkpoint.group_states(st)
+    groups, states = group_nets(spec, cfg.ppo, cfg.mask), checkpoint.group_states(st)
     if len(states) != len(groups):
         raise ValueError(f"checkpoint {path} holds {len(states)} network group(s), env {cfg.env.name!r} with "
                          f"{cfg.run.agents} agents has {len(groups)}")
@@ -101,7 +137,7 @@ def load_run(run_dir: str | Path, ckpt: str | Path | None = None) -> TrainedRun:
     for (agents, nets), gs in zip(groups, states):
         nets.load_state_dict(gs["nets"])
         for j, a in enumerate(agents):
-            one = nets_for(spec.for_agent(a), cfg.ppo.hidden, 1, action_head=head)
+            one = build_nets(spec.for_agent(a), cfg.ppo, cfg.mask, 1)
             one.load_agent_state(0, nets.agent_state(j))
             policies[a] = AgentPolicy(one, cfg.mask.tau)
     return TrainedRun(cfg, run_dir, policies, int(st["version"]))

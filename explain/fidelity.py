@@ -84,7 +84,7 @@ def reward_drop_pct(ret_orig: float, ret_pert: float) -> float:
     return 100.0 * (float(ret_orig) - float(ret_pert)) / max(abs(float(ret_orig)), RET_FLOOR)
 
 
-def _env(run: TrainedRun, agent: int):
+def replay_env(run: TrainedRun, agent: int):
     """One env per (run, agent), kept on the run object (replays reset it with each episode's seed)."""
     cache = run.__dict__.setdefault("_replay_envs", {})
     if agent not in cache:
@@ -106,7 +106,7 @@ def replay_steps(run: TrainedRun, agent: int, ep: Episode, steps, rng: np.random
                          f"of {ep.length} steps")
     first = int(steps[0]) if len(steps) else ep.length
     perturb = set(steps.tolist())
-    env, pol = _env(run, agent), run.policies[agent]
+    env, pol = replay_env(run, agent), run.policies[agent]
     obs, legal, _ = env.reset(seed=ep.seed)
     total = 0.0
     for t in range(max_steps):
@@ -141,7 +141,7 @@ def reward_range(run: TrainedRun, agent: int, episodes: list[Episode]) -> float:
     """d_max, the scale of a return change: gates, its number of gates (the most an agent can lose);
     connect4, 2 (a win turned into a loss); otherwise the largest |return| of the recorded episodes
     (at least 1e-6)."""
-    env = _env(run, agent)
+    env = replay_env(run, agent)
     name = env.spec.name
     if name == "gates":
         return float(max(len(env.critical_steps), 1))
@@ -153,6 +153,11 @@ def reward_range(run: TrainedRun, agent: int, episodes: list[Episode]) -> float:
 def keyed_rng(seed: int, *keys: int) -> np.random.Generator:
     """A generator seeded by (seed, *keys): the same keys give the same random numbers (common random numbers)."""
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, *[int(k) & 0xFFFFFFFF for k in keys]])
+
+
+def fidelity_modes(setting: str) -> tuple[str, ...]:
+    """explain.fidelity_mode -> the modes to run: window, topk, or both."""
+    return FIDELITY_MODES if setting == "both" else (setting,)
 
 
 def _perturbed_and_control(mode: str, imp: np.ndarray, kf: float, seed: int, agent: int, i: int, ki: int):

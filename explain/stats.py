@@ -64,3 +64,15 @@ def significant(ci) -> str:
     """'+' when a 95% interval lies above 0, '-' when below, '' when it contains 0 (or is missing)."""
     lo, hi = (float(v) for v in ci) if ci is not None else (math.nan, math.nan)
     return "+" if lo > 0 else "-" if hi < 0 else ""
+
+
+def t_interval(values, level: float = 0.95) -> list[float]:
+    """[lo, hi]: the Student-t interval of the mean of the finite values (e.g. one metric over seeds); [nan, nan]
+    with fewer than two values."""
+    from scipy.stats import t
+
+    a = finite(values)
+    if len(a) < 2:
+        return [float("nan"), float("nan")]
+    half = float(t.ppf(0.5 + level / 2, len(a) - 1)) * float(a.std(ddof=1)) / math.sqrt(len(a))
+    return [float(a.mean() - half), float(a.mean() + half)]

@@ -152,7 +152,7 @@ def team_fidelity_rows(run: TrainedRun, episodes: list[TeamEpisode], importance:
                 r_pert = replay(i, ep, ki, s, n)
                 cs = int(keyed_rng(seed, 2, -1, i, ki, n).integers(ep.length - n + 1))
                 r_ctrl = replay(i, ep, ki, cs, n)
-                rows.append({"method": method, "agent": "team", "k": float(kf), "episode": i, "window_start": s,
+                rows.append({"method": method, "agent": "team", "mode": "window", "k": float(kf), "episode": i, "window_start": s,
                              "window_len": n, "episode_len": ep.length, "return_orig": ep.ret,
                              "return_perturbed": r_pert, "reward_drop_pct": reward_drop_pct(ep.ret, r_pert),
                              "fidelity_score": fidelity_score(ep.ret, r_pert, n, ep.length, d_max),

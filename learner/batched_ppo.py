@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from magicmask.models.gae import gae
-from magicmask.models.networks import AgentNets, masked_logits
+from magicmask.models.networks import StackedNets, masked_logits
 from magicmask.models.ppo_loss import (action_columns, bernoulli_logp, clipped_policy_loss, clipped_value_loss, kl_pi_mu,
                               legal_entropy, masked_mean, normalize)
 
@@ -72,7 +72,7 @@ class BatchedPPO:
     STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "mask_loss", "mask_value_loss",
              "keep_rate", "perturb_share", "kl_pi_mu", "explained_variance", "is_weight_mean")
 
-    def __init__(self, nets: AgentNets, ppo_cfg, mask_cfg, device="cpu", seed: int = 0):
+    def __init__(self, nets: StackedNets, ppo_cfg, mask_cfg, device="cpu", seed: int = 0):
         self.device = torch.device(device)
         self.nets = nets.to(self.device)
         self.ppo, self.mask = ppo_cfg, mask_cfg

@@ -7,7 +7,7 @@ message complete on its own: last-value semantics) and "stop", ROUTER for late j
 current weights.
 
 Network groups: agents whose observations differ in shape (Dou Dizhu's landlord and peasants) cannot share
-one stack of parameters, so the learner holds one `NetGroup` (stacked AgentNets, BatchedPPO, Adam state) per
+one stack of parameters, so the learner holds one `NetGroup` (stacked networks, BatchedPPO, Adam state) per
 group of `EnvSpec.groups()`, and an update runs one vectorised update per group that has ready agents: a
 loop over groups (one or two), never over the agents inside one. Each fragment's observations are checked
 against its own agent's shape; a fragment with another group's shape is dropped (cause "shape").
@@ -17,11 +17,9 @@ Batch rule: an update runs when every live agent has `fragments_per_batch` fragm
 Fragments whose policy version lags by more than `max_policy_lag` are dropped and counted; a fragment
 from a new incarnation of an actor discards what the old one had queued (its partial state is void).
 
-Flow control (the ZeroMQ guide's credit-based flow control): every weights message tells an actor how many
-of its current incarnation's fragments were dealt with (trained on, or dropped as stale: their credit comes
-back at once with a weights message to that agent); an actor sends at most `actor.max_inflight`
-fragments beyond that, then waits. So the learner's queue per agent holds at most `max_inflight`
-fragments, and a fast actor cannot run ahead of the slowest agent the update waits for.
+Flow control: credit-based, the rules in protocol/credit.py (`LearnerCredit` is this side): every weights
+message tells an actor how many of its current incarnation's fragments were dealt with, so the learner's
+queue per agent holds at most `actor.max_inflight` fragments.
 
 Liveness: a `Heartbeat` {"role": "learner", "incarnation": ...} on topic b"hb" every `net.heartbeat_s` (the
 header carries the same incarnation), so actors can tell a silent learner (3 intervals without any traffic)
@@ -41,31 +39,34 @@ from pathlib import Path
 import numpy as np
 import torch
 import zmq
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge
 
 from magicmask.learner import checkpoint
 from magicmask.learner.batched_ppo import BatchedPPO
-from magicmask.models.networks import AgentNets, group_nets
+from magicmask.models.networks import StackedNets, group_nets
 from magicmask.protocol import messages as M
 from magicmask.protocol.codec import Sender
 from magicmask.protocol.config import Config
+from magicmask.protocol.credit import Admission, LearnerCredit
 from magicmask.protocol.drops import DropLog
 from magicmask.protocol.envspec import EnvSpec
 from magicmask.protocol.security import for_process, release
-from magicmask.protocol.transport import HeartbeatPublisher, make_socket, receive, tcp
+from magicmask.protocol.transport import HeartbeatPublisher, make_socket, receive, serve_metrics, tcp
 
 log = logging.getLogger("learner")
 
 UPDATES = Counter("magicmask_learner_updates", "Batched updates done")
 VERSION = Gauge("magicmask_learner_policy_version", "Current policy version")
-AGENT_STEPS = Gauge("magicmask_learner_agent_env_steps", "Env steps consumed per agent", ["agent"])
+AGENT_STEPS = Gauge("magicmask_learner_agent_env_steps",
+                    "Env steps trained on per agent since the run began (resumed ones too): progress", ["agent"])
+ENV_STEPS = Counter("magicmask_learner_env_steps", "Env steps trained on by this learner process (rate(): steps/s)",
+                    ["agent"])
 AGENT_RETURN = Gauge("magicmask_learner_mean_return", "Mean training episode return (last batch)", ["agent"])
 AGENT_KEEP = Gauge("magicmask_learner_keep_rate", "Mean mask keep-probability m (last batch)", ["agent"])
 AGENT_LAG = Gauge("magicmask_learner_policy_lag", "Policy lag of the agent's last fragment", ["agent"])
 AGENT_EVAL = Gauge("magicmask_learner_eval", "Latest evaluation figures reported by the actor", ["agent", "name"])
 STALE = Counter("magicmask_learner_stale_fragments", "Fragments dropped for policy lag", ["agent"])
 RESTARTS = Counter("magicmask_learner_actor_incarnations", "New actor incarnations seen", ["agent"])
-SPS = Gauge("magicmask_learner_steps_per_second", "Env steps per second consumed (all agents)")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -80,7 +81,7 @@ def resolve_device(name: str) -> torch.device:
 class NetGroup:
     """Agents that share an observation shape: their stacked networks and the update that trains them."""
     agents: list[int]
-    nets: AgentNets
+    nets: StackedNets
     ppo: BatchedPPO
 
 
@@ -92,7 +93,7 @@ class Learner:
         self.n = cfg.run.agents
         torch.manual_seed(cfg.run.seed)
         self.groups = []
-        for agents, nets in group_nets(spec, cfg.ppo.hidden, cfg.mask.init_bias, cfg.run.seed, cfg.ppo.action_head):
+        for agents, nets in group_nets(spec, cfg.ppo, cfg.mask, cfg.run.seed):
             nets = nets.to(self.device)
             self.groups.append(NetGroup(agents, nets, BatchedPPO(nets, cfg.ppo, cfg.mask, self.device)))
         # agent id -> (its group, its index in the group's stack)
@@ -103,9 +104,7 @@ class Learner:
         self.pending: dict[int, list] = defaultdict(list)
         self.first_ready: float | None = None
         self.last_seen = np.full(self.n, time.monotonic())
-        self.incarnation: dict[int, int] = {}
-        self.trained_fragments = np.zeros(self.n, np.int64)  # of the agent's current incarnation: its credit
-        self.retired: set[tuple[int, int]] = set()
+        self.credit = LearnerCredit(self.n)
         self.last_eval: dict[int, dict] = {}
         self.last_comm: dict[int, dict] = {}  # the actor's cumulative snapshot-use figures (fragment body "comm")
         self.returns: dict[int, list] = defaultdict(list)
@@ -117,7 +116,14 @@ class Learner:
         self.context = {"T": cfg.actor.fragment_len, "E": cfg.env.copies, "A": spec.n_actions,
                         "obs_dtype": spec.obs_dtype}
         self.stopping = False
-        self.tb = None
+        self.tb = None                   # TensorBoard writer, opened by run()
+        self.frag_sock: zmq.Socket | None = None
+        self.pub: zmq.Socket | None = None
+        self.router: zmq.Socket | None = None
+        self.poller = zmq.Poller()
+        self.hb: HeartbeatPublisher | None = None  # on the PUB socket: made by bind()
+        self.t_start = time.time()
+        self.consumed_start = 0          # env steps already trained on when this process started (resume)
         if cfg.learner.resume or (cfg.learner.resume_if_checkpoint
                                    and checkpoint.latest(self.run_dir / "checkpoints") is not None):
             self.resume()
@@ -162,17 +168,20 @@ class Learner:
         self.pub.bind(tcp(cfg.net.host, cfg.net.learner_weights_port))
         self.router = make_socket(ctx, zmq.ROUTER, max_bytes=self.max_bytes, curve=curve)
         self.router.bind(tcp(cfg.net.host, cfg.net.learner_router_port))
+        self.hb = HeartbeatPublisher(self.pub, self.sender, "learner", cfg.net.heartbeat_s)
+        self.poller.register(self.frag_sock, zmq.POLLIN)
+        self.poller.register(self.router, zmq.POLLIN)
 
     def close(self) -> None:
         for s in (self.frag_sock, self.pub, self.router):
-            s.close(linger=0)
-        release(self.frag_sock.context)  # stop the CURVE authenticator, if any
+            if s is not None:
+                s.close(linger=0)
+        release(zmq.Context.instance())  # stop the CURVE authenticator, if any
 
     def weights_frames(self, agent: int) -> list:
         group, j = self.slot[agent]
         arrays = group.nets.agent_state(j)
-        body = {"target": agent, "env_steps": int(self.consumed[agent]),
-                "incarnation": self.incarnation.get(agent, 0), "fragments": int(self.trained_fragments[agent])}
+        body = {"target": agent, "env_steps": int(self.consumed[agent]), **self.credit.grant(agent)}
         return self.sender.pack(M.WEIGHTS, body, arrays, policy_version=self.version)
 
     def publish(self) -> None:
@@ -197,17 +206,16 @@ class Learner:
             self.drops.drop("fragments", "shape", f"Fragment.obs of agent {a}: observation shape {list(got)}, "
                                                   f"expected agent {a}'s {list(self.obs_shapes[a])}")
             return
-        if (a, msg.incarnation) in self.retired:
+        old = self.credit.incarnation.get(a)
+        admission = self.credit.admit(a, msg.incarnation)
+        if admission is Admission.RETIRED:
             self.drops.drop("fragments", "old_incarnation", f"agent {a} incarnation {msg.incarnation} was replaced")
             return
-        if self.incarnation.get(a) != msg.incarnation:
-            if a in self.incarnation:
-                self.retired.add((a, self.incarnation[a]))
-                log.warning("agent %d restarted (incarnation %x -> %x): its queued fragments are discarded",
-                            a, self.incarnation[a], msg.incarnation)
-                self.pending[a].clear()
-            self.incarnation[a] = msg.incarnation
-            self.trained_fragments[a] = 0
+        if admission is Admission.REPLACED:
+            log.warning("agent %d restarted (incarnation %x -> %x): its queued fragments are discarded",
+                        a, old, msg.incarnation)
+            self.pending[a].clear()
+        if admission is not Admission.SAME:
             RESTARTS.labels(a).inc()
         self.last_seen[a] = time.monotonic()
         comm = msg.body.get("comm")  # optional; kept even from a stale fragment: it describes the channel
@@ -224,10 +232,7 @@ class Learner:
         if lag > self.cfg.learner.max_policy_lag:
             STALE.labels(a).inc()
             self.drops.drop("fragments", "stale", f"agent {a}: policy lag {lag} > {self.cfg.learner.max_policy_lag}")
-            # its credit comes back at once (with the current weights): a dropped fragment is never trained
-            # on, and an actor that waited for it would wait forever (measured: two stale drops stalled an
-            # agent of a 3-agent run for good)
-            self.trained_fragments[a] += 1
+            self.credit.deal(a)  # its credit comes back at once, with the current weights (credit.py, rule 3)
             self.pub.send_multipart([b"w/%d" % a, *self.weights_frames(a)])
             return
         self.pending[a].append(msg)
@@ -287,7 +292,8 @@ class Learner:
         self.version += 1
         for a in agents:
             self.consumed[a] += steps
-            self.trained_fragments[a] += self.cfg.learner.fragments_per_batch
+            ENV_STEPS.labels(a).inc(steps)
+            self.credit.deal(a, self.cfg.learner.fragments_per_batch)
         self.first_ready = None if not any(len(self.pending[a]) >= self.cfg.learner.fragments_per_batch
                                            for a in range(self.n)) else time.monotonic()
         self.publish()
@@ -301,7 +307,6 @@ class Learner:
         now = time.time()
         elapsed = now - self.t_start
         sps = float(self.consumed.sum() - self.consumed_start) / max(elapsed, 1e-9)
-        SPS.set(sps)
         row = {"time": now, "version": self.version, "update_s": update_s, "steps_per_s": sps, "agents": {}}
         for a in agents:
             rets = self.returns.pop(a, [])
@@ -340,6 +345,23 @@ class Learner:
         path = checkpoint.save(self.state(), self.run_dir / "checkpoints", self.version)
         log.info("checkpoint %s", path.name)
 
+    def serve(self, poll_ms: int) -> None:
+        """Answer state requests and take fragments, waiting at most poll_ms for the first message."""
+        events = dict(self.poller.poll(poll_ms))
+        if self.router in events:
+            while self.router.poll(0):
+                ident, msg = receive(self.router, "router", self.drops, self.max_bytes, kinds=(M.HEARTBEAT,),
+                                     identity=True)
+                self.on_request(ident, msg)
+        if self.frag_sock in events:
+            for _ in range(64):  # bounded burst, then serve the router again
+                if not self.frag_sock.poll(0):
+                    break
+                msg = receive(self.frag_sock, "fragments", self.drops, self.max_bytes, self.context,
+                              kinds=(M.FRAGMENT,))
+                if msg is not None:
+                    self.on_fragment(msg)
+
     def should_stop(self) -> bool:
         return self.stopping or (self.stop_event is not None and self.stop_event.is_set())
 
@@ -348,30 +370,13 @@ class Learner:
         self.tb = SummaryWriter(str(self.run_dir / "tb"))
         self.bind()
         self.t_start, self.consumed_start = time.time(), int(self.consumed.sum())
-        poller = zmq.Poller()
-        poller.register(self.frag_sock, zmq.POLLIN)
-        poller.register(self.router, zmq.POLLIN)
         self.publish()
-        self.hb = HeartbeatPublisher(self.pub, self.sender, "learner", self.cfg.net.heartbeat_s)
         reason = "interrupted"
         poll_ms = max(1, min(100, int(self.cfg.net.heartbeat_s * 500)))
         try:
             while not self.should_stop():
                 self.heartbeat()
-                events = dict(poller.poll(poll_ms))
-                if self.router in events:
-                    while self.router.poll(0):
-                        ident, msg = receive(self.router, "router", self.drops, self.max_bytes,
-                                             kinds=(M.HEARTBEAT,), identity=True)
-                        self.on_request(ident, msg)
-                if self.frag_sock in events:
-                    for _ in range(64):  # bounded burst, then serve the router again
-                        if not self.frag_sock.poll(0):
-                            break
-                        msg = receive(self.frag_sock, "fragments", self.drops, self.max_bytes, self.context,
-                                      kinds=(M.FRAGMENT,))
-                        if msg is not None:
-                            self.on_fragment(msg)
+                self.serve(poll_ms)
                 agents = self.ready_agents()
                 if agents:
                     self.heartbeat()
@@ -391,8 +396,8 @@ class Learner:
 
 def main(cfg: Config, spec: EnvSpec, run_dir: Path, stop_event=None) -> int:
     torch.set_num_threads(cfg.learner.torch_threads)
-    if not stop_event and cfg.metrics_port_of("learner"):
-        start_http_server(cfg.metrics_port_of("learner"), addr=cfg.net.metrics_host)
+    if not stop_event:
+        serve_metrics(cfg.metrics_port_of("learner"), cfg.net.metrics_host)
     learner = Learner(cfg, spec, run_dir, stop_event)
     if stop_event is None:
         signal.signal(signal.SIGTERM, lambda *_: setattr(learner, "stopping", True))

@@ -15,20 +15,25 @@ The policy head comes in two kinds (`ppo.action_head`):
               and logit(s, a) = <f(s), g(a)>. Actions that share cards share parameters, so what is learned
               about one action carries over to the actions like it (docs/ALGORITHM.md has the measurement).
 
-Agents whose observations differ in shape cannot share a stack: `group_nets` builds one `AgentNets` per
-group of `EnvSpec.groups()`.
+Every role builds its networks with `build_nets` (or `group_nets`): your own by import path when
+`ppo.network` is set (models/custom_network.py loads and checks them), else `nets_for`'s built-in ones. Both
+keep the `StackedNets` contract. Agents whose observations differ in shape cannot share a stack:
+`group_nets` builds one per group of `EnvSpec.groups()`.
 
-Weights travel as one agent's slice: `agent_state(i)` gives {name: float32 array without the agent
-dimension} and `load_agent_state(i, arrays)` validates and loads such a dict; the actor builds
-`AgentNets(n_agents=1, ...)` and loads slice 0.
+Weights travel as one agent's slice (`StackedNets`): `agent_state(i)` gives {name: float32 array without the
+agent dimension} and `load_agent_state(i, arrays)` validates and loads such a dict; the actor builds its
+networks with n_agents=1 and loads slice 0.
 """
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import numpy as np
 import torch
 from torch import nn
+
+from magicmask.models.custom_network import custom_nets
 
 HEADS = ("policy", "value", "mask", "mask_value")
 
@@ -124,7 +129,62 @@ class StackedNatureCNN(nn.Module):
         return torch.relu(self.fc(y, sel))
 
 
-class AgentNets(nn.Module):
+class StackedNets(nn.Module, ABC):
+    """What every role needs of a group's networks, the built-in `AgentNets` or yours (`ppo.network`,
+    models/custom_network.py checks the contract): every parameter stacked with a leading agent dimension,
+    `forward(obs[N, B, *obs], sel=slice(None), actions=None) -> logits[N, B, A or len(actions)], value[N, B],
+    mask_logit[N, B], mask_value[N, B]`, and the parameters the policy and the mask losses train. Subclasses
+    set `n_agents` and `n_actions`; how one agent's weights travel is here."""
+
+    n_agents: int
+    n_actions: int
+    image_shape: tuple | None = None   # (C, H, W) where a CNN reads image observations (the report's saliency)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @abstractmethod
+    def policy_parameters(self) -> list[nn.Parameter]:
+        """What the policy loss trains (the policy, its critic and whatever feeds only them)."""
+
+    @abstractmethod
+    def mask_parameters(self) -> list[nn.Parameter]:
+        """What the mask loss trains; disjoint from `policy_parameters`, together every parameter."""
+
+    # ---------------- one agent's slice: how weights travel ----------------
+    def agent_state(self, i: int) -> dict[str, np.ndarray]:
+        """Agent i's slice of every parameter, float32, contiguous, without the agent dimension."""
+        if not 0 <= i < self.n_agents:
+            raise IndexError(f"agent {i} not in 0..{self.n_agents - 1}")
+        return {name: np.ascontiguousarray(p.detach()[i].to("cpu", torch.float32).numpy())
+                for name, p in self.named_parameters()}
+
+    def load_agent_state(self, i: int, arrays: dict[str, np.ndarray]) -> None:
+        """Validate (names, shapes, dtype float32, finite values) and load one agent's slice; nothing is
+        changed when any entry is wrong."""
+        if not 0 <= i < self.n_agents:
+            raise IndexError(f"agent {i} not in 0..{self.n_agents - 1}")
+        params = dict(self.named_parameters())
+        missing, unexpected = sorted(set(params) - set(arrays)), sorted(set(arrays) - set(params))
+        if missing or unexpected:
+            raise ValueError(f"agent weights: missing entries {missing}, unexpected entries {unexpected}")
+        for name, p in params.items():
+            a = arrays[name]
+            if not isinstance(a, np.ndarray):
+                raise ValueError(f"agent weights: entry {name!r} is a {type(a).__name__}, expected a numpy array")
+            if a.dtype != np.float32:
+                raise ValueError(f"agent weights: entry {name!r} has dtype {a.dtype}, expected float32")
+            if tuple(a.shape) != tuple(p.shape[1:]):
+                raise ValueError(f"agent weights: entry {name!r} has shape {tuple(a.shape)}, expected {tuple(p.shape[1:])}")
+            if not np.isfinite(a).all():
+                raise ValueError(f"agent weights: entry {name!r} holds non-finite values")
+        with torch.no_grad():
+            for name, p in params.items():
+                p[i].copy_(torch.from_numpy(np.array(arrays[name])))  # a copy: received buffers are read-only
+
+
+class AgentNets(StackedNets):
     """Per agent: policy, value, mask and mask value. Flat observations use four separate MLPs; image
     observations (`image_shape` = (C, H, W)) use two Nature-CNN torsos, one shared by the policy and its
     critic (as in CleanRL's ppo_atari) and one by the mask and its critic, with linear heads.
@@ -137,7 +197,7 @@ class AgentNets(nn.Module):
         self.n_agents, self.obs_dim, self.n_actions, self.hidden = n_agents, obs_dim, n_actions, hidden
         self.image_shape = tuple(image_shape) if image_shape else None
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        self.action_encoder = None
+        self.action_encoder = self.torso = self.mask_torso = None   # the CNN torsos: image observations only
         self._embedding_cache = None
         if action_features is not None:
             table = torch.tensor(np.asarray(action_features, np.float32))
@@ -163,18 +223,14 @@ class AgentNets(nn.Module):
         self.mask = StackedMLP(n_agents, obs_dim, hidden, 1, 0.01, mask_init_bias, generator=gen)
         self.mask_value = StackedMLP(n_agents, obs_dim, hidden, 1, 1.0, generator=gen)
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.value.weight.dtype if self.image_shape else self.value[0].weight.dtype
-
     def policy_parameters(self) -> list[nn.Parameter]:
         """What the policy loss trains: the policy and its critic, their shared torso, the action encoder."""
-        mods = [self.policy, self.value, getattr(self, "torso", None), self.action_encoder]
+        mods = [self.policy, self.value, self.torso, self.action_encoder]
         return [p for m in mods if m is not None for p in m.parameters()]
 
     def mask_parameters(self) -> list[nn.Parameter]:
         """What the mask loss trains: the mask and its critic, and their shared torso."""
-        mods = [self.mask, self.mask_value, getattr(self, "mask_torso", None)]
+        mods = [self.mask, self.mask_value, self.mask_torso]
         return [p for m in mods if m is not None for p in m.parameters()]
 
     def action_embeddings(self, sel=slice(None), actions: torch.Tensor | None = None) -> torch.Tensor:
@@ -220,45 +276,24 @@ class AgentNets(nn.Module):
         return (self.policy_logits(x, sel, actions), self.value(x, sel).squeeze(-1),
                 self.mask(x, sel).squeeze(-1), self.mask_value(x, sel).squeeze(-1))
 
-    # ---------------- one agent's slice: how weights travel ----------------
-    def agent_state(self, i: int) -> dict[str, np.ndarray]:
-        """Agent i's slice of every parameter, float32, contiguous, without the agent dimension."""
-        if not 0 <= i < self.n_agents:
-            raise IndexError(f"agent {i} not in 0..{self.n_agents - 1}")
-        return {name: np.ascontiguousarray(p.detach()[i].to("cpu", torch.float32).numpy())
-                for name, p in self.named_parameters()}
-
-    def load_agent_state(self, i: int, arrays: dict[str, np.ndarray]) -> None:
-        """Validate (names, shapes, dtype float32, finite values) and load one agent's slice; nothing is
-        changed when any entry is wrong."""
-        if not 0 <= i < self.n_agents:
-            raise IndexError(f"agent {i} not in 0..{self.n_agents - 1}")
-        params = dict(self.named_parameters())
-        missing, unexpected = sorted(set(params) - set(arrays)), sorted(set(arrays) - set(params))
-        if missing or unexpected:
-            raise ValueError(f"agent weights: missing entries {missing}, unexpected entries {unexpected}")
-        for name, p in params.items():
-            a = arrays[name]
-            if not isinstance(a, np.ndarray):
-                raise ValueError(f"agent weights: entry {name!r} is a {type(a).__name__}, expected a numpy array")
-            if a.dtype != np.float32:
-                raise ValueError(f"agent weights: entry {name!r} has dtype {a.dtype}, expected float32")
-            if tuple(a.shape) != tuple(p.shape[1:]):
-                raise ValueError(f"agent weights: entry {name!r} has shape {tuple(a.shape)}, expected {tuple(p.shape[1:])}")
-            if not np.isfinite(a).all():
-                raise ValueError(f"agent weights: entry {name!r} holds non-finite values")
-        with torch.no_grad():
-            for name, p in params.items():
-                p[i].copy_(torch.from_numpy(np.array(arrays[name])))  # a copy: received buffers are read-only
-
-
 ACTION_HEADS = ("dense", "features")
+CNN_MIN_SIDE = 36   # the smallest image side the Nature CNN's three convolutions accept
+
+
+def image_shape(spec) -> tuple[int, int, int] | None:
+    """(C, H, W) when the built-in networks read the spec's observations with the CNN: a 3-d obs_shape is an
+    image, channels first (pong's frame stacks; a PettingZoo env's uint8 images, transposed by its adapter),
+    and the CNN takes it from 36 x 36 up. None otherwise: flat observations, and smaller images, which the
+    MLPs read flattened (give `ppo.network` for a torso of your own)."""
+    if len(spec.obs_shape) != 3 or min(spec.obs_shape[1:]) < CNN_MIN_SIDE:
+        return None
+    return tuple(spec.obs_shape)
 
 
 def nets_for(spec, hidden: int, n_agents: int, mask_init_bias: float = 0.0, seed: int | None = None,
              action_head: str = "dense") -> AgentNets:
-    """The networks for agents with `spec.obs_shape`: a CNN for (C, H, W) image observations, MLPs otherwise;
-    the "features" action head scores actions with the table the spec names (`spec.action_features`)."""
+    """The built-in networks for agents with `spec.obs_shape`: the CNN for images (`image_shape`), MLPs
+    otherwise; the "features" action head scores actions with the table the spec names (`spec.action_features`)."""
     if action_head not in ACTION_HEADS:
         raise ValueError(f"ppo.action_head={action_head!r}: allowed values are {', '.join(ACTION_HEADS)}")
     table = None
@@ -268,18 +303,22 @@ def nets_for(spec, hidden: int, n_agents: int, mask_init_bias: float = 0.0, seed
                              f"{spec.name or '?'!r} has none (use ppo.action_head=dense)")
         from magicmask.models.action_features import action_feature_table
         table = action_feature_table(spec.action_features)
-    image = tuple(spec.obs_shape) if len(spec.obs_shape) == 3 else None
-    return AgentNets(n_agents, spec.obs_dim, spec.n_actions, hidden, mask_init_bias, seed, image_shape=image,
-                     action_features=table)
+    return AgentNets(n_agents, spec.obs_dim, spec.n_actions, hidden, mask_init_bias, seed,
+                     image_shape=image_shape(spec), action_features=table)
 
 
-def group_nets(spec, hidden: int, mask_init_bias: float = 0.0, seed: int | None = None,
-               action_head: str = "dense") -> list[tuple[list[int], AgentNets]]:
-    """One stacked AgentNets per group of agents sharing an observation shape (`spec.groups()`), as
-    [(agent ids, nets)]. Group k is seeded with seed + k, so a single group is exactly
-    nets_for(spec, hidden, n_agents, ..., seed)."""
-    out = []
-    for k, (_, agents) in enumerate(spec.groups()):
-        out.append((agents, nets_for(spec.for_agent(agents[0]), hidden, len(agents), mask_init_bias,
-                                     None if seed is None else seed + k, action_head)))
-    return out
+def build_nets(spec, ppo, mask, n_agents: int, seed: int | None = None) -> StackedNets:
+    """The one place every role builds networks (learner, actor, explain): for `n_agents` agents with
+    `spec.obs_shape`, your factory `ppo.network` when set (its output checked, models/custom_network.py),
+    else the built-in ones (`nets_for` with ppo.hidden, mask.init_bias and ppo.action_head)."""
+    if ppo.network:
+        return custom_nets(spec, ppo, mask, n_agents, seed)
+    return nets_for(spec, ppo.hidden, n_agents, mask.init_bias, seed, ppo.action_head)
+
+
+def group_nets(spec, ppo, mask, seed: int | None = None) -> list[tuple[list[int], StackedNets]]:
+    """One stacked network per group of agents sharing an observation shape (`spec.groups()`), as
+    [(agent ids, nets)], each from `build_nets`. Group k is seeded with seed + k, so a single group is
+    exactly build_nets(spec, ppo, mask, n_agents, seed)."""
+    return [(agents, build_nets(spec.for_agent(agents[0]), ppo, mask, len(agents), None if seed is None else seed + k))
+            for k, (_, agents) in enumerate(spec.groups())]

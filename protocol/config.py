@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -52,9 +53,16 @@ class EnvConfig:
     copies: int = opt(4, "Env copies per actor (E).", ge=1, le=256)
     max_episode_steps: int = opt(0, "Truncate episodes after this many of the agent's steps (0: the env's own limit).", ge=0)
     kwargs: dict = opt({}, "Keyword arguments for the environment's constructor.")
-    random_opponent_frac: float = opt(
-        0.25, "Shared-world envs: share of episodes whose other seats are a uniform random player instead of "
-        "peers (keeps a population from drifting into a private meta).", ge=0.0, le=1.0)
+    opponents: str = opt(
+        "peers=0.75,random=0.25", "Envs that seat an opponent per episode (connect4, doudizhu): who plays the other "
+        "seats of a training episode, as kind=weight pairs. Kinds: peers (another agent's latest policy), self "
+        "(this agent's own latest policy), league (a past snapshot of any agent's policy, see env.league_size), "
+        "random (uniform random legal moves), or one of the env's built-in players (connect4: lookahead, "
+        "search:<depth>; doudizhu: rule). Random opponents keep a population from drifting into a private "
+        "meta; stronger ones give it something to beat (docs/ALGORITHM.md).")
+    league_size: int = opt(8, "Past policy snapshots an actor keeps for 'league' opponents; when full the oldest "
+                           "is replaced.", ge=1, le=1024)
+    league_every: int = opt(10, "Policy versions between two snapshots of one agent kept for the league.", ge=1)
     eval_every: int = opt(20, "Actor: run evaluation episodes every this many fragments (0: never).", ge=0)
     eval_episodes: int = opt(20, "Actor: episodes per evaluation (each mode and opponent).", ge=1)
 
@@ -86,7 +94,7 @@ class ActorConfig:
     offline_queue: int = opt(
         8, "Fragments an actor keeps while the learner is silent (no traffic for 3 x net.heartbeat_s) or it is out "
         "of credit with the learner silent: it keeps acting and queues them; when the queue is full the OLDEST is "
-        "dropped and counted (magicmask_actor_fragments_dropped{cause=\"offline_queue\"}). When the learner is "
+        "dropped and counted (magicmask_actor_fragments_dropped_total{cause=\"offline_queue\"}). When the learner is "
         "heard again the queue is sent oldest first, within credit.", ge=1)
     sample_policy_in_eval: bool = opt(False, "Evaluation episodes sample the policy instead of taking its argmax.")
 
@@ -297,17 +305,42 @@ def port_overrides(ports: list[int], metrics_port: int | None = None) -> list[st
     return items + ([] if metrics_port is None else [f"net.metrics_port={metrics_port}"])
 
 
-OPPONENTS = ("random", "lookahead", "search:<depth>", "peers", "self")
+OPPONENTS = ("peers", "self", "random")   # who plays the other seats in explanation episodes, besides built-ins
+_PLAYER_NAME = re.compile(r"^[a-z][a-z0-9_]*(:[1-9])?$")
 
 
 def check_opponent(text: str, field_name: str) -> None:
-    """An opponent name: one of OPPONENTS, search with a depth from 1 to 8."""
-    if text in ("random", "lookahead", "peers", "self"):
+    """An opponent: one of OPPONENTS or a name of the form player or player:<depth 1-9> (connect4's lookahead
+    and search:<depth>, doudizhu's rule); whether the env has that player is checked when the env is built."""
+    if text in OPPONENTS or _PLAYER_NAME.match(text):
         return
-    head, _, depth = text.partition(":")
-    if head == "search" and depth.isdigit() and 1 <= int(depth) <= 8:
-        return
-    raise ConfigError(f"{field_name}={text!r}: allowed are {', '.join(OPPONENTS)} (depth 1..8)")
+    raise ConfigError(f"{field_name}={text!r}: allowed are {', '.join(OPPONENTS)} or one of the env's built-in "
+                      f"players (connect4: lookahead, search:<depth 1-9>; doudizhu: rule)")
+
+
+TRAINING_OPPONENTS = ("peers", "self", "league", "random")
+
+
+def opponent_mix(text: str, field_name: str = "env.opponents") -> dict[str, float]:
+    """'peers=0.5,search:2=0.25,random=0.25' -> {kind: probability} (weights normalised to sum 1). Whether a
+    built-in player exists in the env is checked when the env is built (actors/envs)."""
+    mix: dict[str, float] = {}
+    for item in (x.strip() for x in text.split(",")):
+        kind, _, weight = item.rpartition("=")
+        try:
+            w = float(weight)
+        except ValueError:
+            w = -1.0
+        if not kind or not w >= 0 or kind in mix:
+            raise ConfigError(f"{field_name}={text!r}: expected kind=weight pairs with weights >= 0, each kind once "
+                              f"(e.g. peers=0.75,random=0.25); the bad item is {item!r}")
+        if kind not in TRAINING_OPPONENTS:
+            check_opponent(kind, field_name)   # a built-in player's name (random, lookahead, search:<depth>)
+        mix[kind] = w
+    total = sum(mix.values())
+    if total <= 0:
+        raise ConfigError(f"{field_name}={text!r}: the weights must not all be 0")
+    return {k: w / total for k, w in mix.items()}
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -429,6 +462,7 @@ def validate(cfg: Config) -> Config:
     if not methods or any(x not in EXPLAINERS for x in methods):
         raise ConfigError(f"explain.methods={cfg.explain.methods!r}: a comma-separated subset of {', '.join(EXPLAINERS)}")
     check_opponent(cfg.explain.opponent, "explain.opponent")
+    opponent_mix(cfg.env.opponents)
     try:
         ks = [float(x) for x in cfg.explain.k_fractions.split(",")]
     except ValueError:

@@ -1,10 +1,10 @@
 """What every process must agree on about an environment, so receivers can validate array shapes."""
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, replace
 
 from magicmask.protocol.errors import ConfigError
+from magicmask.protocol.import_path import IMPORT_PATH
 
 # The one list of built-in environments: name -> its adapter class as 'module:Class'. A string, imported by the
 # registry in actors/envs on first use (protocol imports no role, and an env's heavy dependencies load only when
@@ -18,11 +18,10 @@ BUILTIN_ENVS = {
     "doudizhu": "magicmask.actors.envs.doudizhu:DouDizhuEnv",
     "grf-3v1": "magicmask.actors.envs.football:FootballEnv",
 }
-_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 def check_env_name(name: str) -> None:
-    if name in BUILTIN_ENVS or _IMPORT_PATH.match(name):
+    if name in BUILTIN_ENVS or IMPORT_PATH.match(name):
         return
     raise ConfigError(f"env.name={name!r}: allowed are {', '.join(BUILTIN_ENVS)} or a PettingZoo env "
                       f"factory given as 'package.module:factory'")
@@ -37,6 +36,8 @@ class EnvSpec:
     values, the peasants 901) `agent_obs_shapes` lists every agent's, and agents of one shape form a network
     group (`groups()`): the learner stacks the networks of a group and updates each group in one pass. It is
     None when every agent shares `obs_shape`, so such specs (and their checkpoints) read as they always did.
+    A 3-d `obs_shape` is an image, channels first (C, H, W), uint8: networks give it a CNN torso (the only
+    reader of this convention is `models.networks.image_shape`).
     `action_features` names a fixed per-action feature table (learner/action_features.py) that the
     "features" policy head scores actions with; "" when the env has none.
     """

@@ -23,11 +23,9 @@ non-loopback `net.host` is refused at config validation unless `net.insecure=tru
 """
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import os
 import shutil
-import sys
 import tempfile
 import logging
 import threading
@@ -238,41 +236,3 @@ class ProcessSecurity:
 
 def for_process(cfg, role: str, agent: int | None = None) -> ProcessSecurity:
     return ProcessSecurity(cfg, role, agent)
-
-
-# ---------------------------------------------------------------- `magicmask keys`
-def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="magicmask keys", description="CURVE keys for authenticated, encrypted sockets.")
-    sub = ap.add_subparsers(dest="action", required=True)
-    g = sub.add_parser("generate", help="make key pairs for the broker, the learner and every actor",
-                       description="Writes DIR/public_keys/NAME.key (the allow-list; public) and "
-                                   "DIR/private_keys/NAME.key_secret (each process's key pair; keep private). "
-                                   "Existing pairs are kept unless --force. Then run with --set security.keys_dir=DIR.")
-    g.add_argument("dir", metavar="DIR", help="keys folder (created if absent)")
-    g.add_argument("--agents", type=int, default=4, help="actor key pairs actor-0..actor-(N-1) (default 4)")
-    g.add_argument("--name", action="append", default=[], metavar="NAME",
-                   help="an extra client key pair NAME (repeatable), e.g. for a monitoring tool")
-    g.add_argument("--force", action="store_true", help="replace existing key pairs (every peer then needs the new files)")
-    return ap
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`magicmask keys generate DIR [--agents N] [--name NAME] [--force]`; argv without the leading 'keys'."""
-    args = parser().parse_args(argv)
-    if args.agents < 0:
-        print("magicmask keys: --agents must be >= 0", file=sys.stderr)
-        return 2
-    try:
-        made = generate_keys(args.dir, [*default_names(args.agents), *args.name], force=args.force)
-    except (ValueError, OSError) as e:
-        print(f"magicmask keys: {e}", file=sys.stderr)
-        return 2
-    d = Path(args.dir)
-    print(f"{len(made)} key pairs in {d}: public keys (allow-list) in {d / PUBLIC}, "
-          f"key pairs in {d / PRIVATE} (keep private; give each host only its own).")
-    print(f"use them with: --set security.keys_dir={d}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,6 +8,7 @@ import time
 from typing import Iterable
 
 import zmq
+from prometheus_client import disable_created_metrics, start_http_server
 
 from magicmask.protocol.codec import decode
 from magicmask.protocol.drops import DropLog
@@ -95,3 +96,11 @@ class HeartbeatPublisher:
         self.last = now
         body = {"role": self.role, "incarnation": self.sender.incarnation}
         self.pub.send_multipart([b"hb", *self.sender.pack(HEARTBEAT, body, policy_version=policy_version)])
+
+
+def serve_metrics(port: int, host: str) -> None:
+    """Serve this process's Prometheus metrics on host:port (port 0: off). prometheus_client's
+    `<counter>_created` series are switched off: docs/PROMETHEUS.md lists exactly what is exposed."""
+    if port:
+        disable_created_metrics()
+        start_http_server(port, addr=host)

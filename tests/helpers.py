@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 
 import numpy as np
 
@@ -44,3 +45,20 @@ def fragment_arrays(cfg, spec, obs_shape=None):
     arrays["logp_mu"][:] = arrays["logp_pi"][:] = -np.log(A)
     arrays["m"][:] = 0.5
     return arrays
+
+
+def recv(sock, timeout_ms=5000):
+    """The next multipart message on `sock`, or None after timeout_ms."""
+    if not sock.poll(timeout_ms):
+        return None
+    return sock.recv_multipart()
+
+
+def wait_for(cond, timeout=20.0, step=0.02):
+    """Wait for a condition rather than a fixed time: True as soon as cond() holds, False after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()

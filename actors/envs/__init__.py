@@ -6,7 +6,7 @@ import importlib
 import inspect
 
 from magicmask.actors.envs.base import AgentEnv, random_legal
-from magicmask.protocol.config import Config, ConfigError
+from magicmask.protocol.config import OPPONENTS, TRAINING_OPPONENTS, Config, ConfigError, opponent_mix
 from magicmask.protocol.envspec import BUILTIN_ENVS, EnvSpec, check_env_name
 
 
@@ -57,9 +57,26 @@ def env_spec(cfg: Config) -> EnvSpec:
         raise
     except Exception as e:
         raise ConfigError(f"env.name={cfg.env.name!r}: cannot build the environment: {type(e).__name__}: {e}") from e
+    check_players(cfg, env)
     spec = env.spec
     env.close()
     return spec
+
+
+def check_players(cfg: Config, env: AgentEnv) -> None:
+    """The built-in players that env.opponents and explain.opponent name must exist in this env, and league
+    opponents need agents that can take each other's seats (one network group)."""
+    mix = opponent_mix(cfg.env.opponents) if env.per_episode_opponent else {}   # else the peers always play
+    wanted = [("env.opponents", k) for k in mix if k not in TRAINING_OPPONENTS]
+    if cfg.explain.opponent not in OPPONENTS:
+        wanted.append(("explain.opponent", cfg.explain.opponent))
+    for field_name, name in wanted:
+        if name.partition(":")[0] not in env.builtin_players:
+            raise ConfigError(f"{field_name}: env {env.spec.name!r} has no built-in player {name!r}; its players: "
+                              f"{', '.join(env.builtin_players) or 'none'}")
+    if "league" in mix and len(env.spec.groups()) > 1:
+        raise ConfigError(f"env.opponents={cfg.env.opponents!r}: league opponents need agents of one network "
+                          f"group; env {env.spec.name!r} has {len(env.spec.groups())}")
 
 
 __all__ = ["AgentEnv", "make_env", "env_spec", "random_legal"]

@@ -8,6 +8,10 @@ Subclasses implement `_reset` and `_step`; the public `reset` / `step` here do w
 do the same way: reject illegal actions with a clear error, count the agent's steps, truncate at
 `max_episode_steps`, and attach `episode_stats` on the last step of an episode.
 
+Every hook a caller may use is declared here with its default, so callers never probe an env with
+`hasattr`: `set_episode_opponent` (envs that pick who plays the other seats per episode say so with
+`per_episode_opponent`) and `evaluate_extra` (env-specific evaluation numbers).
+
 Cooperative shared worlds (highway, grf-3v1) also implement `TeamWorld`: every seat stepped together,
 which the fidelity test's team window needs (all agents perturbed in one window, the team's return).
 """
@@ -22,6 +26,12 @@ from magicmask.protocol.envspec import EnvSpec
 
 # fn(seat_agent_id, obs_from_that_seat, legal_of_that_seat) -> action
 OpponentFn = Callable[[int, np.ndarray, np.ndarray], int]
+# fn(obs, legal) -> action: the policy `evaluate_extra` evaluates
+PolicyFn = Callable[[np.ndarray, np.ndarray], int]
+RANDOM_OPPONENT = -1   # `set_episode_opponent`: uniform random legal moves in the other seats
+# Who plays the other seats for one episode: a peer's agent id (through the opponent callback), RANDOM_OPPONENT,
+# or the name of one of the env's `builtin_players` (e.g. connect4's "lookahead" or "search:2")
+Opponent = int | str
 
 
 def random_legal(rng: np.random.Generator, legal: np.ndarray) -> int:
@@ -36,11 +46,19 @@ class AgentEnv(ABC):
     """One env copy seen from one agent. `spec` is what every process agrees on (shapes, dtypes)."""
 
     spec: EnvSpec
+    # True: the other seats are played by an opponent chosen per episode (`set_episode_opponent`), which the
+    # actor draws before every reset; False: always by the opponent callback (`set_opponent`)
+    per_episode_opponent: bool = False
+    # names of rule or search players the env can seat itself (`set_episode_opponent("search:2")`); "search"
+    # stands for "search:<depth>"
+    builtin_players: tuple[str, ...] = ()
 
     def __init__(self, agent_id: int, max_episode_steps: int = 0):
         self._agent_id = int(agent_id)
         self.max_episode_steps = int(max_episode_steps)   # 0: the env's own limit only
+        self.copy_index = 0                                 # which of its agent's env copies this is (make_env)
         self._opponent: OpponentFn | None = None           # None: uniform random legal
+        self._schedule: Callable[[int], Opponent] | None = None  # seed -> the episode's opponent
         self._opp_rng = np.random.default_rng(0)           # reseeded per episode, so seeds fix dynamics
         self._t = 0
         self._legal: np.ndarray | None = None
@@ -56,6 +74,8 @@ class AgentEnv(ABC):
         """Start an episode. The same seed gives the same first observation and the same dynamics."""
         self._t = 0
         self._opp_rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x5EED])
+        if self._schedule is not None:
+            self.set_episode_opponent(self._schedule(int(seed)))
         obs, legal, info = self._reset(int(seed))
         self._legal, self._done = legal, False
         return obs, legal, info
@@ -85,6 +105,23 @@ class AgentEnv(ABC):
         """Who plays the other seats of a shared world: fn(seat_agent_id, obs, legal) -> action.
         None (the default) plays uniform random legal moves. Per-agent worlds ignore it."""
         self._opponent = fn
+
+    def set_episode_opponent(self, opponent: Opponent) -> None:
+        """Who plays the other seats from the next reset on, in envs with `per_episode_opponent`: a peer's
+        agent id (played through the opponent callback), RANDOM_OPPONENT, or one of `builtin_players`. Other
+        envs ignore it (the default): their other seats are always the opponent callback's."""
+
+    def set_opponent_schedule(self, fn: Callable[[int], Opponent] | None) -> None:
+        """fn(episode seed) -> the episode's opponent, applied by every reset (in envs with
+        `per_episode_opponent`): a replay of an episode from its seed then meets the same opponent, which the
+        fidelity test needs. None: opponents are set by hand with `set_episode_opponent`."""
+        self._schedule = fn
+
+    def evaluate_extra(self, policy_fn: PolicyFn, episodes: int, rng: np.random.Generator) -> dict[str, float]:
+        """Env-specific evaluation numbers the actor logs besides its own (e.g. the win rate against a rule
+        player): `policy_fn(obs, legal) -> action` played for `episodes` episodes in a separate env, so this
+        env's episode is untouched. None by default (an empty dict)."""
+        return {}
 
     def close(self) -> None:
         """Release whatever the env holds (nothing by default)."""

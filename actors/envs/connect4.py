@@ -16,7 +16,8 @@ from typing import Callable
 import numpy as np
 from pettingzoo.classic.connect_four.connect_four import raw_env as _ConnectFourRaw
 
-from magicmask.actors.envs.base import random_legal
+from magicmask.actors.envs.base import RANDOM_OPPONENT, Opponent, random_legal
+from magicmask.actors.envs.connect4_search import SearchPlayer
 from magicmask.actors.envs.pettingzoo_env import AECAdapter, split_obs
 
 ROWS, COLS = 6, 7
@@ -121,6 +122,18 @@ def lookahead_player(obs: np.ndarray, legal: np.ndarray, rng: np.random.Generato
     return random_legal(rng, legal)
 
 
+def builtin_player(name: str):
+    """'random', 'lookahead' or 'search:<depth>' -> fn(obs, legal, rng) -> column."""
+    if name == "random":
+        return random_player
+    if name == "lookahead":
+        return lookahead_player
+    head, _, depth = name.partition(":")
+    if head == "search" and depth.isdigit() and int(depth) >= 1:
+        return SearchPlayer(int(depth))
+    raise ValueError(f"connect4: no built-in player {name!r}; allowed: random, lookahead, search:<depth>")
+
+
 def evaluate_vs(policy_fn: Callable[[np.ndarray, np.ndarray], int],
                 opponent_fn: Callable[[np.ndarray, np.ndarray, np.random.Generator], int],
                 episodes: int, seed: int) -> dict[str, float]:
@@ -150,19 +163,29 @@ def evaluate_vs(policy_fn: Callable[[np.ndarray, np.ndarray], int],
 class Connect4Env(AECAdapter):
     """Connect Four for one agent: its seat drawn per episode, the other seat played by a chosen peer."""
 
+    per_episode_opponent = True
+
     def __init__(self, agent_id: int = 0, n_agents: int = 1, seat: int = -1, max_episode_steps: int = 0):
         if seat not in (-1, 0, 1):
             raise ValueError(f"connect4: seat={seat!r} must be -1 (drawn per episode), 0 (first) or 1 (second)")
         super().__init__(FastConnectFour(), agent_id, n_agents, name="connect4",
                          max_episode_steps=max_episode_steps, seat=SEATS[0])
         self.seat_mode = seat
-        self.episode_opponent = -1
+        self.episode_opponent: Opponent = RANDOM_OPPONENT
+        self._players: dict[str, object] = {}   # built-in players by name, made once
         self._final_reward = 0.0
 
-    def set_episode_opponent(self, agent_id: int) -> None:
+    builtin_players = ("random", "lookahead", "search")
+
+    def set_episode_opponent(self, opponent: Opponent) -> None:
         """Who plays the other seat from the next reset on: a peer's agent id (through the opponent
-        callback), or -1 for the built-in uniform random player."""
-        self.episode_opponent = int(agent_id)
+        callback), RANDOM_OPPONENT, or a built-in player: 'random', 'lookahead' or 'search:<depth>'."""
+        if isinstance(opponent, str):
+            if opponent not in self._players:
+                self._players[opponent] = builtin_player(opponent)
+            self.episode_opponent = opponent
+        else:
+            self.episode_opponent = int(opponent)
 
     def _reset(self, seed: int):
         if self.seat_mode < 0:
@@ -180,6 +203,8 @@ class Connect4Env(AECAdapter):
         return out
 
     def _other_action(self, seat, obs, legal):
+        if isinstance(self.episode_opponent, str):
+            return int(self._players[self.episode_opponent](obs, legal, self._opp_rng))
         if self.episode_opponent < 0:
             return random_legal(self._opp_rng, legal)
         return self._play_other(self.episode_opponent, obs, legal)
@@ -189,10 +214,16 @@ class Connect4Env(AECAdapter):
         return {"win": float(r is not None and r > 0), "loss": float(r is not None and r < 0),
                 "draw": float(r is not None and r == 0), "truncated": float(r is None)}
 
+    EVAL_PLAYERS = ("lookahead", "search:2")
+
     def evaluate_extra(self, policy_fn, episodes: int, rng: np.random.Generator) -> dict[str, float]:
-        """Extra evaluation numbers the actor logs: the policy against the one-step lookahead player."""
-        res = evaluate_vs(policy_fn, lookahead_player, episodes, int(rng.integers(2**31)))
-        return {f"vs_lookahead_{k}": v for k, v in res.items()}
+        """Extra evaluation numbers the actor logs: the policy against the one-step lookahead player and the
+        depth-2 alpha-beta player (keys vs_lookahead_win, vs_search2_win, ...)."""
+        out = {}
+        for name in self.EVAL_PLAYERS:
+            res = evaluate_vs(policy_fn, builtin_player(name), episodes, int(rng.integers(2**31)))
+            out.update({f"vs_{name.replace(':', '')}_{k}": v for k, v in res.items()})
+        return out
 
     def render(self) -> np.ndarray:
         """The board: blue frame, red discs for the first player, yellow for the second; a strip on top in

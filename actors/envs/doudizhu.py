@@ -37,17 +37,19 @@ import rlcard
 from rlcard.games.doudizhu.utils import ACTION_2_ID, ID_2_ACTION
 from rlcard.models.doudizhu_rule_models import DouDizhuRuleAgentV1
 
-from magicmask.actors.envs.base import AgentEnv
+from magicmask.actors.envs.base import RANDOM_OPPONENT, AgentEnv
 from magicmask.protocol.envspec import EnvSpec
 
 N_SEATS = 3
 OBS_SIZES = (790, 901, 901)          # landlord, peasant (down), peasant (up)
 N_ACTIONS = len(ID_2_ACTION)         # 27,472
-RANDOM, RULE = -1, -2                # opponent kinds besides a peer agent id
+RANDOM, RULE = RANDOM_OPPONENT, -2   # opponent kinds besides a peer agent id
 
 
 class DouDizhuEnv(AgentEnv):
     """Dou Dizhu for one agent: seat = agent id (0 the landlord, 1 and 2 the peasants)."""
+
+    per_episode_opponent = True
 
     def __init__(self, agent_id: int = 0, n_agents: int = 3, max_episode_steps: int = 0):
         if not 1 <= n_agents <= N_SEATS:
@@ -66,9 +68,16 @@ class DouDizhuEnv(AgentEnv):
         self._rule = DouDizhuRuleAgentV1()
         self._win = 0.0
 
-    def set_episode_opponent(self, kind: int) -> None:
+    builtin_players = ("random", "rule")
+
+    def set_episode_opponent(self, kind: int | str) -> None:
         """Who plays the other seats from the next reset on: a peer agent id (>= 0: every seat held by an agent
-        of the run plays its own latest policy), RANDOM (-1) or RULE (-2, RLCard's rule agent)."""
+        of the run plays its own latest policy), RANDOM (-1) or RULE (-2, RLCard's rule agent); the built-in
+        players also by name, 'random' or 'rule'."""
+        if isinstance(kind, str):
+            if kind not in self.builtin_players:
+                raise ValueError(f"doudizhu: no built-in player {kind!r}; allowed: {', '.join(self.builtin_players)}")
+            kind = RULE if kind == "rule" else RANDOM
         kind = int(kind)
         if kind < RULE:
             raise ValueError(f"doudizhu: opponent kind {kind}: a peer agent id (>= 0), -1 (random) or -2 (rule)")

@@ -2,13 +2,14 @@
 
 Actor agent i controls seat `possible_agents[i % n_seats]`; every other seat is played by the opponent
 callback with the seat's index as its agent id. Observations: the dict's "observation" (and its
-"action_mask" as the legal set) when the env gives one, else the observation itself; always flattened
-to float32. Only Discrete action spaces are supported. The reward is the agent's reward accumulated
+"action_mask" as the legal set) when the env gives one, else the observation itself. Images (a uint8 Box
+(H, W, C) with C in 1, 3, 4 and bounds 0..255, the rule Stable-Baselines3 uses) are given channels first,
+(C, H, W) uint8, which the networks read with the CNN (models/networks.py); anything else is flattened to
+float32. Only Discrete action spaces are supported. The reward is the agent's reward accumulated
 between two of its decisions (what `env.last()` reports to it in AEC order).
 """
 from __future__ import annotations
 
-import importlib
 import math
 
 import gymnasium
@@ -17,44 +18,50 @@ import numpy as np
 from magicmask.actors.envs.base import AgentEnv
 from magicmask.protocol.config import ConfigError
 from magicmask.protocol.envspec import EnvSpec
+from magicmask.protocol.import_path import load_callable
 
 
 def load_factory(path: str):
-    """'package.module:factory' -> the callable; a ConfigError names the path and the import error."""
-    if ":" not in path:
-        raise ConfigError(f"env.name={path!r}: expected 'package.module:factory'")
-    mod_name, attr = path.split(":", 1)
-    try:
-        mod = importlib.import_module(mod_name)
-    except Exception as e:  # ImportError, or anything the module raises while importing
-        raise ConfigError(f"env.name={path!r}: cannot import module {mod_name!r}: {type(e).__name__}: {e}") from e
-    if not hasattr(mod, attr):
-        raise ConfigError(f"env.name={path!r}: module {mod_name!r} has no attribute {attr!r}")
-    fn = getattr(mod, attr)
-    if not callable(fn):
-        raise ConfigError(f"env.name={path!r}: {attr!r} in {mod_name!r} is not callable")
-    return fn
+    """'package.module:factory' (env.name) -> the callable, or a ConfigError saying why not."""
+    return load_callable(path, "env.name")
 
 
-def _obs_space_shape(space) -> tuple[int, ...]:
-    """Shape of the observation array inside a space (the "observation" entry of a Dict space)."""
+def _obs_space(space):
+    """The space of the observation array (the "observation" entry of a Dict space)."""
     try:
         if hasattr(space, "spaces") and isinstance(space.spaces, dict) and "observation" in space.spaces:
-            space = space.spaces["observation"]
+            return space.spaces["observation"]
     except TypeError:
         pass
-    return tuple(space.shape) if space.shape is not None else ()
+    return space
 
 
-def split_obs(raw, n_actions: int, info_mask=None) -> tuple[np.ndarray, np.ndarray]:
-    """A PettingZoo observation -> (flat float32 obs, bool legal[n_actions])."""
+def image_shape(space) -> tuple[int, int, int] | None:
+    """(C, H, W) when the observation space holds channels-last images (module docstring), else None."""
+    space = _obs_space(space)
+    if not isinstance(space, gymnasium.spaces.Box) or space.dtype != np.uint8 or len(space.shape) != 3:
+        return None
+    h, w, c = space.shape
+    if c not in (1, 3, 4) or not (np.all(space.low == 0) and np.all(space.high == 255)):
+        return None
+    return c, h, w
+
+
+def split_obs(raw, n_actions: int, info_mask=None, image: tuple[int, int, int] | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """A PettingZoo observation -> (obs, bool legal[n_actions]): flat float32, or with `image` = (C, H, W)
+    (`image_shape` of the space) the image channels first, uint8."""
     mask = None
     if isinstance(raw, dict) and "observation" in raw:
         mask = raw.get("action_mask")
         raw = raw["observation"]
     if mask is None:
         mask = info_mask
-    obs = np.asarray(raw, dtype=np.float32).reshape(-1)
+    if image is None:
+        obs = np.asarray(raw, dtype=np.float32).reshape(-1)
+    else:
+        c, h, w = image
+        obs = np.ascontiguousarray(np.asarray(raw, np.uint8).reshape(h, w, c).transpose(2, 0, 1))
     if mask is None:
         legal = np.ones(n_actions, bool)
     else:
@@ -80,17 +87,34 @@ class _PettingZooBase(AgentEnv):
                 raise ConfigError(f"env {name!r}: seat {s!r} has action space {sp}; only Discrete action spaces "
                                   f"are supported")
             self.n_act[s], self.act_start[s] = int(sp.n), int(getattr(sp, "start", 0))
-        shape = _obs_space_shape(env.observation_space(self.seat))
-        self.spec = EnvSpec(obs_shape=(max(1, math.prod(shape)),), obs_dtype="float32",
+        self._images = {s: image_shape(env.observation_space(s)) for s in self.seats}
+        mine = self._images[self.seat]
+        shape = mine or (max(1, math.prod(_obs_space(env.observation_space(self.seat)).shape or ())),)
+        self.spec = EnvSpec(obs_shape=shape, obs_dtype="uint8" if mine else "float32",
                             n_actions=self.n_act[self.seat], n_agents=int(n_agents), shared_world=True, name=name)
+        self._reports_critical = False
 
     def _convert(self, seat: str, raw, info=None) -> tuple[np.ndarray, np.ndarray]:
         info_mask = info.get("action_mask") if isinstance(info, dict) else None
-        obs, legal = split_obs(raw, self.n_act[seat], info_mask)
+        obs, legal = split_obs(raw, self.n_act[seat], info_mask, self._images[seat])
         if seat == self.seat and obs.shape != self.spec.obs_shape:
-            raise ValueError(f"env {self.spec.name!r}: observation of seat {seat!r} has {obs.size} values, "
+            raise ValueError(f"env {self.spec.name!r}: observation of seat {seat!r} has shape {obs.shape}, "
                              f"the spec says {self.spec.obs_shape}")
         return obs, legal
+
+    def _step_info(self, info) -> dict:
+        """The info of our step: `critical` passed through when the env reports it (ground truth, as gates'
+        info["critical"]). Once an env has reported it, a step without the flag (e.g. the seat left the game
+        with no info) counts as not critical, so an episode's ground truth is never left with holes."""
+        crit = info.get("critical") if isinstance(info, dict) else None
+        if crit is not None:
+            self._reports_critical = True
+            return {"critical": bool(crit)}
+        return {"critical": False} if self._reports_critical else {}
+
+    def _blank_obs(self) -> np.ndarray:
+        """The observation after our seat left the game without one to see."""
+        return np.zeros(self.spec.obs_shape, self.spec.obs_dtype)
 
     def render(self) -> np.ndarray | None:
         if getattr(self.env, "render_mode", None) != "rgb_array":
@@ -113,7 +137,9 @@ class _PettingZooBase(AgentEnv):
 
 
 class AECAdapter(_PettingZooBase):
-    """A PettingZoo AEC env: after our action, other seats move (via the callback) until our turn or the end."""
+    """A PettingZoo AEC env: after our action, other seats move (via the callback) until our turn or the end.
+    Our step's info is `env.infos[our seat]` when we next look (our turn, or the end): an AEC env may finish a
+    round's transition only after every seat moved (PettingZoo's parallel_to_aec does)."""
 
     def _reset(self, seed: int):
         self.env.reset(seed=seed)
@@ -132,7 +158,8 @@ class AECAdapter(_PettingZooBase):
         reward = 0.0
         while True:
             if me not in env.agents:   # removed without a turn to see it: the episode is over for us
-                obs = np.zeros(self.spec.obs_shape, np.float32)
+                info = env.infos.get(me)
+                obs = self._blank_obs()
                 legal = np.ones(self.spec.n_actions, bool)
                 term, trunc = True, False
                 break
@@ -141,7 +168,8 @@ class AECAdapter(_PettingZooBase):
                 reward += float(env._cumulative_rewards.get(me, 0.0))
                 env._cumulative_rewards[me] = 0   # consumed: the next read is what accrues from now on
                 term, trunc = bool(env.terminations[me]), bool(env.truncations[me])
-                obs, legal = self._convert(me, env.observe(me), env.infos.get(me))
+                info = env.infos.get(me)
+                obs, legal = self._convert(me, env.observe(me), info)
                 if term or trunc:
                     legal = self._final_legal(legal)
                 break
@@ -154,7 +182,7 @@ class AECAdapter(_PettingZooBase):
         self._last_reward = reward
         if first:
             return obs, legal, {}
-        return obs, legal, reward, term, trunc, {}
+        return obs, legal, reward, term, trunc, self._step_info(info)
 
 
 class ParallelAdapter(_PettingZooBase):
@@ -178,15 +206,16 @@ class ParallelAdapter(_PettingZooBase):
         me = self.seat
         reward = float(rewards.get(me, 0.0))
         term, trunc = bool(terms.get(me, False)), bool(truncs.get(me, False))
+        info = self._step_info(self._infos.get(me))
         if me not in obs:   # our seat left the game without a flag: it is over for us
             term = term or not trunc
-            return np.zeros(self.spec.obs_shape, np.float32), np.ones(self.spec.n_actions, bool), reward, term, trunc, {}
+            return self._blank_obs(), np.ones(self.spec.n_actions, bool), reward, term, trunc, info
         o, lg = self._convert(me, obs[me], self._infos.get(me))
         if not env.agents and not (term or trunc):
             term = True   # everyone is gone: the game ended
         if term or trunc:
             lg = self._final_legal(lg)
-        return o, lg, reward, term, trunc, {}
+        return o, lg, reward, term, trunc, info
 
 
 def _is_parallel(env) -> bool:

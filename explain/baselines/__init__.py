@@ -1,5 +1,5 @@
 """Explainers behind one interface (`Explainer.fit` once per agent, then `importance(episode)` per step):
-MAGIC-MASK's own mask and the published baselines it is compared with (shared/reference/explainers.md).
+MAGIC-MASK's own mask and the published baselines it is compared with (docs/metrics.md has what each computes).
 
   magicmask  the trained mask's keep-probability m
   statemask  StateMask as simplified by RICE: a post-hoc PPO mask on the frozen policy, importance P(keep)
@@ -11,29 +11,20 @@ MAGIC-MASK's own mask and the published baselines it is compared with (shared/re
 """
 from __future__ import annotations
 
-from magicmask.explain.baselines.base import Explainer
+from importlib import import_module
 
-NAMES = ("magicmask", "statemask", "edge", "lazymdp", "valuemax", "random")
+from magicmask.explain.baselines.base import Explainer
+from magicmask.protocol.config import EXPLAINERS
 
 
 def make_explainer(name: str, cfg) -> Explainer:
-    """A fresh explainer for one agent; `cfg` is the run's protocol.config.Config (budgets from cfg.explain)."""
+    """A fresh explainer for one agent; `cfg` is the run's Config (budgets from cfg.explain). The names are
+    config.EXPLAINERS, and explainer `x` is the class `EXPLAINER` of the module `explain/baselines/x.py`
+    (imported on first use: EDGE's gpytorch loads only when EDGE runs)."""
     key = str(name).strip().lower()
-    if key == "magicmask":
-        from magicmask.explain.baselines.magicmask import MagicMaskExplainer as cls
-    elif key == "statemask":
-        from magicmask.explain.baselines.statemask import StateMaskExplainer as cls
-    elif key == "edge":
-        from magicmask.explain.baselines.edge import EdgeExplainer as cls
-    elif key == "lazymdp":
-        from magicmask.explain.baselines.lazymdp import LazyMDPExplainer as cls
-    elif key == "valuemax":
-        from magicmask.explain.baselines.valuemax import ValueMaxExplainer as cls
-    elif key == "random":
-        from magicmask.explain.baselines.random import RandomExplainer as cls
-    else:
-        raise ValueError(f"unknown explainer {name!r}; known: {', '.join(NAMES)}")
-    return cls(cfg)
+    if key not in EXPLAINERS:
+        raise ValueError(f"unknown explainer {name!r}; known: {', '.join(EXPLAINERS)}")
+    return import_module(f"magicmask.explain.baselines.{key}").EXPLAINER(cfg)
 
 
-__all__ = ["NAMES", "Explainer", "make_explainer"]
+__all__ = ["Explainer", "make_explainer"]

@@ -2,7 +2,7 @@
 return from its (state, action) sequence with a deep-kernel sparse variational GP whose prediction is a
 weighted sum over steps; a step's importance is its mixing weight.
 
-Model, following the official code's structure (shared/reference/explainers.md, section 3):
+Model, following the structure of the authors' published code:
   - Per-step encoder: a 2-layer tanh MLP of the flattened observation (ENC_HIDDEN units) concatenated with a
     learned action embedding (ACT_EMB dims), fed into a GRU (RNN_HIDDEN units) -> hidden states H_t.
   - Step embedding h_t = Linear(H_t) (FEAT dims); trajectory embedding g = Linear(H at the last real step)
@@ -198,3 +198,6 @@ class EdgeExplainer(Explainer):
 
     def _importance(self, ep):
         return self.weights(ep)
+
+
+EXPLAINER = EdgeExplainer   # what make_explainer('edge') builds

@@ -107,3 +107,6 @@ class LazyMDPExplainer(Explainer):
 
     def _importance(self, ep):
         return legal_gap(self.q_values(ep.obs), ep.legal)
+
+
+EXPLAINER = LazyMDPExplainer   # what make_explainer('lazymdp') builds

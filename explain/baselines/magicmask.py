@@ -15,3 +15,6 @@ class MagicMaskExplainer(Explainer):
 
     def _importance(self, ep):
         return np.asarray(ep.m, np.float64)
+
+
+EXPLAINER = MagicMaskExplainer   # what make_explainer('magicmask') builds

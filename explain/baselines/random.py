@@ -16,3 +16,6 @@ class RandomExplainer(Explainer):
     def _importance(self, ep):
         rng = np.random.default_rng([self.seed & 0xFFFFFFFF, int(ep.seed) & 0xFFFFFFFF, int(ep.agent), 0xA11])
         return rng.random(ep.length)
+
+
+EXPLAINER = RandomExplainer   # what make_explainer('random') builds

@@ -149,3 +149,6 @@ class StateMaskExplainer(Explainer):
 
     def _importance(self, ep):
         return self.keep_probability(ep.obs)
+
+
+EXPLAINER = StateMaskExplainer   # what make_explainer('statemask') builds

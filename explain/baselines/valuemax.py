@@ -17,3 +17,6 @@ class ValueMaxExplainer(Explainer):
 
     def _importance(self, ep):
         return np.abs(np.asarray(ep.values, np.float64))
+
+
+EXPLAINER = ValueMaxExplainer   # what make_explainer('valuemax') builds

@@ -176,7 +176,7 @@ def test_actor_keeps_every_action_legal_under_epsilon_mask_and_peer_seats(tmp_pa
     recorded behaviour log-probabilities are those of the mixture over all 27,472 actions (the actor computes
     only the legal columns), and the other seats are played by the peers' policies on their own observations."""
     cfg = ddz_cfg("run.agents=3", "env.copies=2", "actor.fragment_len=40", "actor.eps0=0.4", "actor.eps_min=0.4",
-                  "actor.report_every=1000000000", "ppo.hidden=16", "env.random_opponent_frac=0.0")
+                  "actor.report_every=1000000000", "ppo.hidden=16", "env.opponents=peers=1")
     actor = Actor(cfg, 1, tmp_path)
     for a in range(3):
         actor.peers.load(a, nets_for(actor.spec.for_agent(a), 16, 1, seed=a, action_head="features").agent_state(0), 0)

@@ -1,15 +1,17 @@
 """Environment adapters: spaces and spec, legality, gates' exact rewards and ground truth, seeding,
 Connect Four's rewards, seats, opponent perspective and evaluation players, truncation, rendering,
-clear config errors, and the generic PettingZoo adapter (AEC and Parallel, by import path)."""
+clear config errors, and the generic PettingZoo adapter (AEC and Parallel, by import path; image observations
+channels first for the CNN). The toy PettingZoo envs are in tests/envs/toy_envs.py."""
 import numpy as np
 import pytest
-from gymnasium import spaces
-from pettingzoo.utils.env import ParallelEnv
+import torch
 
 from magicmask.actors.envs import env_spec, make_env
 from magicmask.actors.envs.connect4 import (COLS, ROWS, FastConnectFour, evaluate_vs, lookahead_player, random_player,
                                   wins_with)
 from magicmask.actors.envs.gates import GatesEnv
+from magicmask.actors.evaluation import evaluate
+from magicmask.models.networks import build_nets
 from magicmask.protocol.config import Config, ConfigError
 
 
@@ -32,60 +34,6 @@ def play_random(env, seed, rng, max_steps=10_000):
         if term or trunc:
             return steps
     raise AssertionError("episode did not end")
-
-
-# ---------------- a tiny Parallel env, loaded by import path tests.envs.test_envs:make_parallel ----------------
-class TinyParallel(ParallelEnv):
-    """3 seats; each step a seat earns 1 if its action equals (step % 3) (shown in its observation); ends
-    after n_steps steps."""
-    metadata = {"name": "tiny_parallel"}
-
-    def __init__(self, n_steps=5):
-        self.possible_agents = ["a", "b", "c"]
-        self.n_steps = n_steps
-        self.calls = []
-
-    def observation_space(self, agent):
-        return spaces.Box(0, 1, (2, 3), np.float32)
-
-    def action_space(self, agent):
-        return spaces.Discrete(3)
-
-    def _obs(self):
-        o = np.zeros((2, 3), np.float32)
-        o[0, self.t % 3] = 1
-        return {a: o.copy() for a in self.agents}
-
-    def reset(self, seed=None, options=None):
-        self.agents, self.t = self.possible_agents[:], 0
-        return self._obs(), {a: {} for a in self.agents}
-
-    def step(self, actions):
-        assert set(actions) == set(self.agents)
-        self.calls.append(dict(actions))
-        rewards = {a: float(actions[a] == self.t % 3) for a in self.agents}
-        self.t += 1
-        done = self.t >= self.n_steps
-        obs = self._obs()
-        terms = {a: done for a in self.agents}
-        truncs = {a: False for a in self.agents}
-        infos = {a: {} for a in self.agents}
-        if done:
-            self.agents = []
-        return obs, rewards, terms, truncs, infos
-
-
-def make_parallel(n_steps=5):
-    return TinyParallel(n_steps)
-
-
-class BoxActions(TinyParallel):
-    def action_space(self, agent):
-        return spaces.Box(-1, 1, (2,), np.float32)
-
-
-def make_box_actions():
-    return BoxActions()
 
 
 # ================= gates =================
@@ -385,7 +333,43 @@ def test_lookahead_beats_random_and_evaluate_vs_sums_to_one():
     assert abs(sum(res.values()) - 1) < 1e-9 and res["loss"] > 0.5
     env = make_env(cfg_for("connect4"), 0)
     extra = env.evaluate_extra(lambda o, lg: int(np.flatnonzero(lg)[0]), 4, rng)
-    assert set(extra) == {"vs_lookahead_win", "vs_lookahead_loss", "vs_lookahead_draw"}
+    assert set(extra) == {f"vs_{p}_{r}" for p in ("lookahead", "search2") for r in ("win", "loss", "draw")}
+
+
+# ================= the declared hooks, and evaluation calling them without probing =================
+class FirstLegalPeers:
+    """Stands in for the actor's PeerPolicies: uniform logits, m = 0.5, every peer plays its first legal action."""
+
+    def __init__(self, n_actions):
+        self.n_actions, self.calls = n_actions, 0
+
+    def forward(self, agent, obs):
+        b = len(obs)
+        return np.zeros((b, self.n_actions)), np.zeros(b), np.full(b, 0.5), np.zeros(b)
+
+    def opponent(self, agent, obs, legal):
+        self.calls += 1
+        return int(np.flatnonzero(legal)[0])
+
+
+@pytest.mark.parametrize("name, per_episode, extra", [
+    ("gates", False, set()),
+    ("connect4", True, {f"vs_{p}_{r}" for p in ("lookahead", "search2") for r in ("win", "loss", "draw")}),
+])
+def test_hooks_have_declared_defaults_and_evaluation_uses_them(name, per_episode, extra):
+    cfg = cfg_for(name)
+    cfg.env.eval_episodes = 2
+    env = make_env(cfg, 0, copy_index=3)
+    assert env.copy_index == 3 and make_env(cfg, 0).copy_index == 0
+    assert env.per_episode_opponent is per_episode
+    env.set_episode_opponent(1)          # accepted by every env; ignored where there is no per-episode opponent
+    assert env.reset(seed=0)[2].get("opponent") == (1 if per_episode else None)
+    peers = FirstLegalPeers(env.spec.n_actions)
+    out = evaluate(cfg, 0, peers, np.random.default_rng(0))
+    base = {"return_plain", "return_masked", "perturbed_share"}
+    assert base <= set(out) and {k for k in out if k.startswith(("vs_lookahead", "vs_search"))} == extra
+    assert ("precision_at_k" in out) == (name == "gates")      # gates reports its true critical steps
+    assert peers.calls == 0   # evaluation: connect4 against its own random player; gates has no other seat
 
 
 # ================= registry errors =================
@@ -399,9 +383,9 @@ def test_make_env_errors_are_clear():
     with pytest.raises(ConfigError, match="shared_gates"):
         env_spec(cfg_for("gates", shared_gates=[20]))
     with pytest.raises(ConfigError, match="Discrete"):
-        env_spec(cfg_for("tests.envs.test_envs:make_box_actions"))
+        env_spec(cfg_for("tests.envs.toy_envs:make_box_actions"))
     with pytest.raises(ConfigError, match="does not accept"):
-        env_spec(cfg_for("tests.envs.test_envs:make_parallel", colour="red"))
+        env_spec(cfg_for("tests.envs.toy_envs:make_parallel", colour="red"))
     with pytest.raises(ConfigError, match="env.name"):
         make_env(cfg_for("not a name"), 0)
 
@@ -448,7 +432,7 @@ def test_pettingzoo_aec_by_import_path_tictactoe():
 
 
 def test_pettingzoo_parallel_by_import_path():
-    cfg = cfg_for("tests.envs.test_envs:make_parallel", agents=4, n_steps=4)
+    cfg = cfg_for("tests.envs.toy_envs:make_parallel", agents=4, n_steps=4)
     spec = env_spec(cfg)
     assert spec.obs_shape == (6,) and spec.n_actions == 3 and spec.n_agents == 4
     env = make_env(cfg, 3)                # agent 3 -> seat 3 % 3 = 0
@@ -468,3 +452,40 @@ def test_pettingzoo_parallel_by_import_path():
     assert sorted(set(calls)) == [1, 2] and len(calls) == 8
     assert [c["b"] for c in env.env.calls] == [0, 0, 0, 0]
     assert env.render() is None
+
+
+def test_pettingzoo_images_come_channels_first_and_get_the_cnn():
+    """A Parallel env with uint8 (H, W, C) images: every seat's observation arrives as (C, H, W) uint8 (ours
+    and what the opponent callback is shown), the spec says so, and the networks read it with the CNN."""
+    cfg = cfg_for("tests.envs.toy_envs:make_images", agents=3, n_steps=3)
+    spec = env_spec(cfg)
+    assert (spec.obs_shape, spec.obs_dtype) == ((3, 36, 36), "uint8")
+    env = make_env(cfg, 1)                # seat "b": its band is in channel 1
+    shown = {}
+
+    def opponent(seat_agent, o, legal):   # keeps the first observation each other seat is shown
+        shown.setdefault(seat_agent, o.copy())
+        return 0
+    env.set_opponent(opponent)
+    steps = play_random(env, 0, np.random.default_rng(0))   # checks every obs against the spec's shape and dtype
+    assert len(steps) == 3
+    obs, _, _ = env.reset(seed=0)
+    lit = np.zeros((3, 36, 36), np.uint8)
+    lit[1, :, :12] = 255                 # step 0: band 0 of seat b's channel
+    assert np.array_equal(obs, lit)
+    assert sorted(shown) == [0, 2] and shown[2].shape == (3, 36, 36) and shown[2][2, :, :12].all()
+    assert not shown[2][:2].any()
+    nets = build_nets(spec, cfg.ppo, cfg.mask, 3)
+    assert nets.image_shape == (3, 36, 36) and nets.torso is not None
+    logits, value, *_ = nets(torch.as_tensor(np.stack([obs] * 3))[:, None])
+    assert logits.shape == (3, 1, 3) and value.shape == (3, 1)
+
+
+def test_pettingzoo_images_too_small_for_the_cnn_are_read_flattened():
+    cfg = cfg_for("tests.envs.toy_envs:make_images", agents=2, side=12)
+    spec = env_spec(cfg)
+    assert (spec.obs_shape, spec.obs_dtype) == ((3, 12, 12), "uint8")
+    nets = build_nets(spec, cfg.ppo, cfg.mask, 2)
+    assert nets.image_shape is None and nets.torso is None and nets.obs_dim == 3 * 12 * 12
+    obs, _, _ = make_env(cfg, 0).reset(seed=0)
+    assert nets(torch.as_tensor(np.stack([obs] * 2))[:, None])[0].shape == (2, 1, 3)

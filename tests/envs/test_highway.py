@@ -1,4 +1,4 @@
-"""The `highway` adapter (actors/envs/highway.py): spaces and spec; legality; per-vehicle rewards equal to
+"""The `highway` adapter (actors/envs/highway*.py): spaces and spec; legality; per-vehicle rewards equal to
 highway-env's own reward for that vehicle, from an unmodified highway-env stepped identically; the
 accelerated simulation keeps highway-env's dynamics exactly (every vehicle's state compared in lockstep);
 the numpy Kinematics observation equals highway-env's pandas one; crashed vehicles stop acting while the
@@ -12,7 +12,8 @@ import gymnasium as gym  # noqa: E402
 import highway_env  # noqa: E402
 
 from magicmask.actors.envs import env_spec, make_env  # noqa: E402
-from magicmask.actors.envs.highway import IDLE, HighwayAgentEnv, HighwayWorld, multiagent_config  # noqa: E402
+from magicmask.actors.envs.highway import HighwayAgentEnv  # noqa: E402
+from magicmask.actors.envs.highway_world import IDLE, HighwayWorld, multiagent_config  # noqa: E402
 from magicmask.protocol.config import Config, ConfigError  # noqa: E402
 
 gym.register_envs(highway_env)

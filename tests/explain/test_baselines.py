@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from magicmask.explain.baselines import NAMES, make_explainer
+from magicmask.explain.baselines import make_explainer
+from magicmask.protocol.config import EXPLAINERS as NAMES
 from magicmask.explain.baselines.base import Explainer
 from magicmask.explain.episodes import load_run, record_episodes
 from magicmask.protocol.transport import free_ports as _free_ports

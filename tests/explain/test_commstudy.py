@@ -1,4 +1,4 @@
-"""`magicmask commstudy` (explain/commstudy.py): the one-factor-at-a-time grid and its validation, the per-run
+"""`magicmask commstudy` (app/commstudy/): the one-factor-at-a-time grid and its validation, the per-run
 quantities and their aggregation on hand-made run directories (the formats the learner, the broker and
 `magicmask explain` write), and one real tiny study (2 cells, real processes) whose csv and HTML page are
 checked: the channel figures must show the loss model's drops, and every embedded image must load."""
@@ -8,22 +8,30 @@ import io
 import json
 import math
 import re
+import subprocess
+import sys
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from magicmask import commstudy as CS
 from magicmask.cli import main as cli_main
 from magicmask.cli import parser
+from magicmask.commstudy.grid import Cell, StudyError
+from magicmask.commstudy.options import DEFAULT_CONFIG, study_from_args
+from magicmask.commstudy.plan import Study
+from magicmask.commstudy.runs import METRIC_NAMES, aggregate, best_return, read_run, run_metrics
+from magicmask.commstudy.study import write_outputs
+from magicmask.config_file import resolve_config
 from magicmask.protocol import config as C
 from tests.helpers import CHROMIUM, chromium
 
 
 def study(*argv):
     args = parser().parse_args(["commstudy", "--out", "/tmp/unused", *argv])
-    return CS.study_from_args(args, ["commstudy", *argv])[0]
+    return study_from_args(args, ["commstudy", *argv])[0]
 
 
 # ---------------- the grid ----------------
@@ -32,7 +40,7 @@ def test_default_grid_is_one_factor_at_a_time_from_the_baseline():
     assert [c.label for c in s.cells] == [
         "baseline", "nocomm", "latency=100ms", "latency=1000ms", "loss=0.5", "loss=0.9", "burst=0.5",
         "bandwidth=10000B/s", "topology=ring", "topology=star", "topology=random-1"]
-    assert s.seeds == [0, 1, 2] and s.config == CS.DEFAULT_CONFIG and s.target is None
+    assert s.seeds == [0, 1, 2] and s.config == str(resolve_config(DEFAULT_CONFIG)) and s.target is None
     base = C.load(s.config, list(s.cells[0].overrides))
     for cell in s.cells[2:]:
         cfg = C.load(s.config, list(cell.overrides))
@@ -76,7 +84,7 @@ def test_full_grid_and_explicit_values():
     (["--target-fraction", "1.5"], ["--target-fraction", "1.5", "(0, 1]"]),
 ])
 def test_bad_option_names_the_field_value_and_allowed(argv, words):
-    with pytest.raises(CS.StudyError) as e:
+    with pytest.raises(StudyError) as e:
         study(*argv)
     for w in words:
         assert w in str(e.value), (w, str(e.value))
@@ -100,6 +108,24 @@ def test_dry_run_prints_plan_and_estimate(tmp_path, capsys):
     est = float(re.search(r"idle 2-core machine: (\d+) min", text).group(1))
     assert 0 < est <= 30   # the default grid's budget (docs/COMMUNICATION.md has the basis)
     assert not out.exists()
+
+
+def test_dry_run_from_another_directory_resolves_config_and_folder(tmp_path):
+    """The runs start in subprocesses: a relative config, a preset name and a relative --out reach the plan as
+    absolute paths, from a directory outside the repository."""
+    tmp_path = tmp_path.resolve()
+    (tmp_path / "mine.yaml").write_text(resolve_config(DEFAULT_CONFIG).read_text())
+    preset = Path(str(files("magicmask.presets") / "commstudy-gates.yaml")).resolve()
+    cases = ((["--config", "mine.yaml"], tmp_path / "mine.yaml"), (["--config", "commstudy-gates"], preset),
+             ([], preset))
+    for argv, expected in cases:
+        res = subprocess.run([sys.executable, "-m", "magicmask.cli", "commstudy", "--dry-run", "--out", "study",
+                              "--seeds", "0", "--axes", "loss", *argv], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=120)
+        assert res.returncode == 0, res.stderr
+        assert f"4 cells x 1 seeds = 4 runs of {expected} (gates" in res.stdout
+        assert f"study folder: {tmp_path / 'study'}" in res.stdout
+    assert not (tmp_path / "study").exists()
 
 
 # ---------------- per-run quantities and aggregation ----------------
@@ -154,11 +180,11 @@ def test_run_quantities_and_cell_aggregation(tmp_path):
                       comm_figs={0: figs(0, 1, 0, 0.01, 800, 0, 0.0, 0, 0, T0 + 9),
                                  1: figs(0, 1, 0, 0.01, 800, 0, 0.0, 0, 0, T0 + 9)})
     failed = tmp_path / "never-trained"
-    runs = [CS.read_run("base", 0, a), CS.read_run("base", 1, b), CS.read_run("nocomm", 0, nocomm),
-            CS.read_run("broken", 0, failed, error="RuntimeError: sweep: training failed")]
-    assert CS.best_return(runs) == 3.0
+    runs = [read_run("base", 0, a), read_run("base", 1, b), read_run("nocomm", 0, nocomm),
+            read_run("broken", 0, failed, error="RuntimeError: sweep: training failed")]
+    assert best_return(runs) == 3.0
     target = 0.9 * 3.0
-    m = [CS.run_metrics(r, target) for r in runs]
+    m = [run_metrics(r, target) for r in runs]
     ra = m[0]
     assert ra["steps_to_target"] == (512 + 256) / 2          # agent 0 first >= 2.7 at 512, agent 1 at 256
     assert ra["steps_to_target_masked"] == (768 + 512) / 2
@@ -182,9 +208,9 @@ def test_run_quantities_and_cell_aggregation(tmp_path):
     assert rn["fidelity_k10"] is None and rn["steps_to_target"] == 256
     assert all(v is None for v in m[3].values())   # the failed run has nothing
 
-    cells = [CS.Cell("base", "baseline", "", ()), CS.Cell("nocomm", "nocomm", "", ("comm.enabled=false",)),
-             CS.Cell("broken", "latency", "100", ("comm.latency_ms=100",))]
-    rows = {r["cell"]: r for r in CS.aggregate(cells, list(zip(runs, m)))}
+    cells = [Cell("base", "baseline", "", ()), Cell("nocomm", "nocomm", "", ("comm.enabled=false",)),
+             Cell("broken", "latency", "100", ("comm.latency_ms=100",))]
+    rows = {r["cell"]: r for r in aggregate(cells, list(zip(runs, m)))}
     base = rows["base"]
     assert base["runs"] == 2 and base["complete"] == 2
     assert base["fidelity_k10"] == pytest.approx(1.4) and base["fidelity_k10_std"] == pytest.approx(np.std([1.6, 1.2], ddof=1))
@@ -192,12 +218,12 @@ def test_run_quantities_and_cell_aggregation(tmp_path):
     assert base["inter_agent_fidelity_n"] == 1 and base["target_reached"] == pytest.approx(0.75)
     assert rows["nocomm"]["complete"] == 0 and rows["nocomm"]["age_at_use_s"] is None
     assert rows["broken"]["runs"] == 1 and rows["broken"]["complete"] == 0
-    assert all(rows["broken"][f"{k}_n"] == 0 for k in CS.METRIC_NAMES)
+    assert all(rows["broken"][f"{k}_n"] == 0 for k in METRIC_NAMES)
 
     # the files: empty where unavailable (never a number made up), tables with the n of partial cells
-    s = CS.Study(CS.DEFAULT_CONFIG, [0, 1], cells, tmp_path / "study", command="magicmask commstudy (test)")
+    s = Study(DEFAULT_CONFIG, [0, 1], cells, tmp_path / "study", command="magicmask commstudy (test)")
     meta = {"command": s.command, "runs": 4, "wall_s": 61.0, "machine": "test", "load_start": 0.5, "load_end": 1.5}
-    CS.write_outputs(s, runs, meta)
+    write_outputs(s, runs, meta)
     table = {r["cell"]: r for r in csv.DictReader((s.out / "commstudy.csv").open())}
     assert table["base"]["steps_to_target"] == "384" and table["base"]["steps_to_target_n"] == "1"
     assert table["nocomm"]["age_at_use_s"] == "" and table["broken"]["final_return"] == ""
@@ -214,11 +240,11 @@ def test_run_quantities_and_cell_aggregation(tmp_path):
 
 
 def test_given_target_is_used_as_is(tmp_path):
-    run = CS.read_run("c", 0, fake_run(tmp_path / "r", evals={0: [(256, 1.0, 1.0), (512, 2.0, 2.0)],
+    run = read_run("c", 0, fake_run(tmp_path / "r", evals={0: [(256, 1.0, 1.0), (512, 2.0, 2.0)],
                                                                 1: [(256, 2.0, 2.0)]}))
-    assert CS.run_metrics(run, 2.0)["steps_to_target"] == 384
-    assert CS.run_metrics(run, None)["steps_to_target"] is None   # no target (no evaluations anywhere): empty
-    assert CS.run_metrics(run, 5.0)["target_reached"] == 0.0
+    assert run_metrics(run, 2.0)["steps_to_target"] == 384
+    assert run_metrics(run, None)["steps_to_target"] is None   # no target (no evaluations anywhere): empty
+    assert run_metrics(run, 5.0)["target_reached"] == 0.0
 
 
 def check_page(page: Path, n_images: int) -> None:

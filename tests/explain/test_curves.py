@@ -30,6 +30,9 @@ def test_read_curves_and_summary(tmp_path):
     assert c["1"]["mean_return"] == [(1024, 3.0)]             # NaN (no episode ended) is left out
     assert summary(c) == ["agent 0 eval.return_plain: 0.5 at 512 steps -> 2 at 1536 steps",
                           "agent 1 eval.return_plain: 1 at 1024 steps -> 1 at 1024 steps"]
+    with open(tmp_path / "metrics.jsonl", "a") as f:   # a learner killed mid-write leaves a torn last line
+        f.write('{"version": 4, "agents": {"0": {"env_st')
+    assert read_curves(tmp_path) == c
     with pytest.raises(FileNotFoundError, match="no learner metrics"):
         read_curves(tmp_path / "missing")
 

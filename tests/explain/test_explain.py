@@ -5,7 +5,6 @@ every available explainer plus a stand-in defined here; the tests then read the 
 "run" with untrained networks (no training needed) checks the shared-world path and rendered frames.
 """
 import csv
-import importlib.util
 import json
 import math
 import subprocess
@@ -18,23 +17,15 @@ import torch
 
 from magicmask.explain import metrics as MX
 from magicmask.cli import main as cli_main
-from magicmask.explain_cmd import IMPORTANCE_COLUMNS, make_explainer
+from magicmask.explain.baselines import make_explainer
+from magicmask.explain.pipeline import IMPORTANCE_COLUMNS
 from magicmask.explain.fidelity import FIDELITY_COLUMNS
+from magicmask.protocol import config as C
 from magicmask.protocol.transport import free_ports as _free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 EPISODES = 10
 K_FRACS = (0.1, 0.2, 0.3, 0.4)
-ALL_BASELINES = ("magicmask", "statemask", "edge", "lazymdp", "valuemax", "random")
-
-
-def available_methods() -> list[str]:
-    """Every baseline whose module exists (explain/baselines is written in parallel), else the fallback set."""
-    if importlib.util.find_spec("explain.baselines") is None:
-        return ["magicmask", "valuemax", "random"]
-    return [n for n in ALL_BASELINES if importlib.util.find_spec(f"explain.baselines.{n}") is not None]
-
-
 class StandIn:
     """A tiny explainer with the baselines' interface: importance = whether the observation shows a cue
     (gates' one-hot of the correct action after the L step slots): an oracle for gates."""
@@ -76,8 +67,8 @@ def gates_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def explained(gates_run):
-    from magicmask.explain_cmd import run_explain
-    methods = available_methods() + ["standin"]
+    from magicmask.api import explain_run as run_explain
+    methods = list(C.EXPLAINERS) + ["standin"]
     over = [f"explain.episodes={EPISODES}", "explain.statemask_steps=2000",
             "explain.edge_epochs=3", "explain.lazymdp_epochs=3", "explain.top_states=4",
             f"explain.k_fractions={','.join(map(str, K_FRACS))}"]
@@ -100,7 +91,7 @@ def test_files_exist_with_exact_columns(explained):
     assert tuple(_csv(out / "fidelity.csv")[0]) == FIDELITY_COLUMNS
     assert IMPORTANCE_COLUMNS == ("method", "episode", "seed", "agent", "step", "importance", "action", "reward",
                                   "true_critical")
-    assert FIDELITY_COLUMNS == ("method", "agent", "k", "episode", "window_start", "window_len", "episode_len",
+    assert FIDELITY_COLUMNS == ("method", "agent", "mode", "k", "episode", "window_start", "window_len", "episode_len",
                                 "return_orig", "return_perturbed", "reward_drop_pct", "fidelity_score",
                                 "control_reward_drop_pct")
 
@@ -121,7 +112,7 @@ def test_every_method_scores_every_step_and_has_fidelity_rows(explained):
         assert all(math.isfinite(float(r["importance"])) for r in rows)
         assert all(r["true_critical"] in ("0", "1") for r in rows)
         f = [r for r in fid if r["method"] == m]
-        assert len(f) == agents * EPISODES * len(K_FRACS), m
+        assert len(f) == agents * EPISODES * len(K_FRACS) * 2, m   # window and topk modes
         assert all(1 <= int(r["window_len"]) <= int(r["episode_len"]) for r in f)
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == set(methods)
@@ -162,13 +153,18 @@ def test_compare_writes_a_row_per_metric(explained, tmp_path, capsys):
     assert cli_main(["compare", str(run_dir), "--reuse", "--out", str(tmp_path), "--no-report"]) == 0
     md = (tmp_path / "compare.md").read_text()
     header, rows = _csv(tmp_path / "compare.csv")
-    assert header == ["env", "method", "metric", "mean", "std", "n_runs"]
+    assert header == ["env", "method", "metric", "mean", "std", "n_runs", "ci_lo", "ci_hi", "significant"]
     metrics = json.loads((out / "metrics.json").read_text())
-    names = {k for d in metrics.values() for k in d}
+    names = {k for d in metrics.values() for k in d if not k.endswith("_ci")}   # intervals go with their metric
     table = [line for line in md.splitlines() if line.startswith("| gates |")]
     assert sorted(line.split("|")[2].strip() for line in table) == sorted(names)
+    # one run: the interval shown is the run's own bootstrap interval, marked when it excludes 0
+    lo, hi = metrics["magicmask"]["drop_minus_control_k10_ci"]
+    row = next(r for r in rows if r["method"] == "magicmask" and r["metric"] == "drop_minus_control_k10")
+    assert float(row["ci_lo"]) == pytest.approx(lo, rel=1e-5) and float(row["ci_hi"]) == pytest.approx(hi, rel=1e-5)
+    assert row["significant"] == ("+" if lo > 0 else "-" if hi < 0 else "")
     cols = [c.strip() for c in md.splitlines()[[i for i, l in enumerate(md.splitlines()) if l.startswith("| env")][0]].split("|")]
-    assert [c for c in cols if c][2:] == [m for m in ALL_BASELINES if m in methods] + ["standin"]
+    assert [c for c in cols if c][2:] == list(C.EXPLAINERS) + ["standin"]
     assert {r["method"] for r in rows} == set(methods)
 
 
@@ -188,7 +184,7 @@ def test_explain_connect4_run_with_untrained_nets(tmp_path):
     from magicmask.learner import checkpoint
     from magicmask.models.networks import AgentNets
     from magicmask.protocol import config as C
-    from magicmask.explain_cmd import run_explain
+    from magicmask.api import explain_run as run_explain
     cfg = C.load(ROOT / "deploy/configs/connect4.yaml", ["run.agents=2"], environ={})
     run_dir = tmp_path / "c4"
     run_dir.mkdir()
@@ -200,7 +196,7 @@ def test_explain_connect4_run_with_untrained_nets(tmp_path):
     out = run_explain(run_dir, overrides=["explain.episodes=3", "explain.methods=magicmask,valuemax,random",
                                           "explain.top_states=2", "explain.k_fractions=0.1,0.4"], report=False)
     _, fid = _csv(out / "fidelity.csv")
-    assert len(fid) == 3 * 2 * 3 * 2
+    assert len(fid) == 3 * 2 * 3 * 2 * 2   # methods x agents x episodes x K x modes
     assert all(r["return_orig"] in ("-1", "0", "1") for r in fid)
     _, imp = _csv(out / "importance.csv")
     assert all(r["true_critical"] == "" for r in imp)     # connect4 reports no ground truth
@@ -241,12 +237,3 @@ def test_sweep_dry_run_lists_every_cell_and_seed(capsys, tmp_path):
                for line in lines) == 1
 
 
-def test_sweep_tables_from_metrics(tmp_path):
-    from magicmask.compare import aggregate, sweep_markdown
-    rows = []
-    for cell, vals in (("mask.tau=0.3", [0.9, 0.7]), ("mask.tau=0.5", [1.0, 1.0])):
-        agg = aggregate([("gates", {"magicmask": {"precision_at_k": v, "kl_divergence": None}}) for v in vals])
-        rows += [{"cell": cell, **r} for r in agg]
-    md = sweep_markdown(rows, ["mask.tau=0.3", "mask.tau=0.5"], "t")
-    assert "| precision_at_k | 0.8 ± 0.14 | 1 ± 0 |" in md
-    assert "| kl_divergence | – | – |" in md

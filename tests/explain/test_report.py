@@ -1,4 +1,4 @@
-"""The HTML report (explain/report.py): built from hand-made report files of a tiny fake gates run (the
+"""The HTML report (magicmask.report): built from hand-made report files of a tiny fake gates run (the
 same formats `magicmask explain` writes), then opened in headless Chromium: the screenshot is not blank,
 every section is there, and no image failed to load. The saliency section is checked both with a
 loadable checkpoint (random weights: the code path, not the numbers) and without one (a note instead)."""
@@ -7,8 +7,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import tempfile
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -17,10 +15,12 @@ import numpy as np
 import pytest
 
 from magicmask.actors.envs.gates import GatesEnv
-from magicmask.report import PNG_MAGIC, SECTION_IDS, precision_at_k, read_importance, write_report
 from magicmask.learner import checkpoint
+from magicmask.models.critical_scores import precision_at_k
 from magicmask.models.networks import AgentNets
 from magicmask.protocol import config as C
+from magicmask.report import SECTION_IDS, write_report
+from magicmask.report.read import PNG_MAGIC, read_importance
 from tests.helpers import CHROMIUM, chromium
 
 METHODS = ("magicmask", "statemask", "edge", "lazymdp", "valuemax", "random")
@@ -206,6 +206,27 @@ def test_report_degrades_without_checkpoint_or_ground_truth(tmp_path):
     assert "importance.csv not found" in page.read_text()
 
 
+def test_report_escapes_text_from_the_files(tmp_path):
+    """Names and text read from the run's files are shown as text, never run as markup (autoescaping), and
+    compare.md's Markdown is rendered with its raw HTML escaped."""
+    run_dir = tmp_path / "hostile"
+    rep = run_dir / "report"
+    rep.mkdir(parents=True)
+    evil = "<script>alert(1)</script>"
+    (rep / "metrics.json").write_text(json.dumps({evil: {"precision_at_k": 0.5, "fit_seconds": 1.0}}))
+    (rep / "summary.json").write_text(json.dumps({"errors": {"edge": evil}, "checkpoint_version": evil}))
+    (rep / "compare.md").write_text(f"# Title {evil}\n\n**bold** <img src=x onerror=alert(2)>\n")
+    (rep / "critical_states.jsonl").write_text(json.dumps({"agent": 0, "episode": evil, "step": 1,
+                                                           "importance": 0.5, "observation": [0.0, 1.0]}) + "\n")
+    text = write_report(run_dir).read_text()
+    assert text.count("<script>") == 1                   # only the page's own image check
+    assert "alert(1)" in text and "&lt;script&gt;alert(1)" in text
+    assert "<img src=x" not in text and "&lt;img src=x onerror=alert(2)&gt;" in text
+    comp = _section_text(text, "comparison")
+    assert "<strong>bold</strong>" in comp and re.search(r"<h3>Title &lt;script&gt;", comp)
+    assert "explainers that failed: edge: &lt;script&gt;" in comp
+
+
 def test_report_scale_four_agents_hundred_episodes_six_methods(tmp_path):
     """The size `magicmask explain` writes by default: only a few episodes are drawn, the rest aggregated."""
     run_dir = make_fake_run(tmp_path / "big", agents=4, episodes=100, with_checkpoint=False, with_compare=False)
@@ -268,14 +289,14 @@ def test_report_connect4_frames_board_drawing_and_board_saliency(tmp_path):
 
 def test_image_observation_saliency_picture(tmp_path):
     """(C, H, W) stacked grey frames and (H, W, 3) RGB observations both become a heatmap over the frame."""
-    from magicmask.report import _displayable, _Images, _saliency_image
-    imgs = _Images(tmp_path)
+    from magicmask.report.figures import ImageDir
+    from magicmask.report.pictures import displayable, saliency_heatmap
+    images = ImageDir(tmp_path)
     rng = np.random.default_rng(0)
     for shape in ((4, 84, 84), (64, 48, 3)):
         obs = rng.integers(0, 255, (5, *shape)).astype(np.float32)
-        assert _displayable(obs[0]).shape in ((84, 84), (64, 48, 3))
-        html_part = _saliency_image(0, rng.random(shape), obs, rng.random(5), "pong", imgs)
-        src = re.search(r'src="([^"]+)"', html_part).group(1)
+        assert displayable(obs[0]).shape in ((84, 84), (64, 48, 3))
+        src = images.save(saliency_heatmap(0, rng.random(shape), obs, rng.random(5), "pong"), "heat")
         assert (tmp_path / src).read_bytes()[:8] == PNG_MAGIC
 
 

@@ -122,7 +122,7 @@ def test_explain_highway_writes_team_rows_and_report_section(tmp_path):
     import csv
     import json
 
-    from magicmask.explain_cmd import run_explain
+    from magicmask.api import explain_run as run_explain
     from magicmask.learner import checkpoint
     cfg = C.load("deploy/configs/highway.yaml", ["run.agents=2", "env.max_episode_steps=12"], environ={})
     run_dir = tmp_path / "hw"
@@ -138,7 +138,8 @@ def test_explain_highway_writes_team_rows_and_report_section(tmp_path):
     with open(out / "fidelity.csv") as f:
         rows = list(csv.DictReader(f))
     team = [r for r in rows if r["agent"] == "team"]
-    assert len(team) == 3 * 2 * 2 and len(rows) - len(team) == 3 * 2 * 2 * 2
+    assert len(team) == 3 * 2 * 2 and {r["mode"] for r in team} == {"window"}   # the team window: window mode
+    assert len(rows) - len(team) == 3 * 2 * 2 * 2 * 2   # methods x agents x episodes x K x (window, topk)
     metrics = json.loads((out / "metrics.json").read_text())
     assert "team_reward_drop_pct_k10" in metrics["magicmask"] and "team_fidelity_score_k40" in metrics["random"]
     assert "team episodes" in json.loads((out / "summary.json").read_text())["notes"]["team_window"]

@@ -1,5 +1,5 @@
-"""Broker: the top-K buffer, topologies and the impairment model as units; the process on real loopback
-sockets (PULL reports, PUB snapshots, ROUTER state requests) run in a thread via `main`."""
+"""The broker process on real loopback sockets (PULL reports, PUB snapshots, ROUTER state requests), run in a
+thread via `main` (and once as its own process); its parts as units: test_broker_parts.py."""
 import json
 import math
 import subprocess
@@ -13,16 +13,13 @@ import numpy as np
 import pytest
 import zmq
 from prometheus_client import REGISTRY
-from zmq.utils.monitor import recv_monitor_message
 
 from magicmask.broker import server
-from magicmask.broker.critical_buffer import CriticalBuffer
-from magicmask.broker.impairment import Impairment
-from magicmask.broker.topology import neighbours
 from magicmask.protocol import config as C
 from magicmask.protocol import messages as M
 from magicmask.protocol.codec import Sender, decode, encode
 from magicmask.protocol.transport import tcp
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 D = 32
@@ -39,171 +36,14 @@ def metric(name, **labels):
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-# ---------------------------------------------------------------- buffer
-def test_buffer_top_k_order_and_capacity():
-    b = CriticalBuffer(capacity=4, key_dim=D, merge_rho=0.98, age_decay=1.0)
-    scores = np.array([0.3, 0.9, 0.1, 0.5, 0.7, 0.2, 0.8, 0.4, 0.6, 0.05], np.float32)
-    keys = unit_keys(10)
-    b.add(keys[:5], scores[:5], agent=0, clock=10)
-    b.add(keys[5:], scores[5:], agent=1, clock=20)
-    k, s, f = b.entries_for(0, None)
-    assert len(b) == 4 and k.shape == (4, D) and k.dtype == np.float32 and f.dtype == np.int64
-    np.testing.assert_allclose(s, [0.9, 0.8, 0.7, 0.6])
-    # keys came along with their scores, and finder bits say who found them
-    np.testing.assert_allclose(k, keys[[1, 6, 4, 8]], atol=1e-6)
-    assert f.tolist() == [1, 2, 1, 2]
-    # a score no higher than the weakest entry does not get in
-    b.add(unit_keys(1, seed=5), [0.6], agent=2, clock=30)
-    assert b.entries_for(0, None)[1].tolist() == pytest.approx([0.9, 0.8, 0.7, 0.6])
 
-
-def test_buffer_merges_near_duplicates():
-    b = CriticalBuffer(capacity=8, key_dim=D, merge_rho=0.98, age_decay=1.0)
-    k = unit_keys(2)
-    near = k[0] + 0.05 * unit_keys(1, seed=9)[0]  # cosine ~ 0.999 with k[0]
-    assert float(near @ k[0] / np.linalg.norm(near)) > 0.98
-    b.add(k[:1], [0.5], agent=0, clock=1)
-    b.add(near[None] * 3.0, [0.9], agent=2, clock=2)     # unnormalised on purpose
-    b.add(k[:1], [0.3], agent=1, clock=3)                # lower score: kept 0.9
-    b.add(np.stack([k[1], k[1]]), [0.4, 0.6], agent=3, clock=4)  # duplicates inside one report
-    keys, s, f = b.entries_for(0, None)
-    assert len(b) == 2
-    assert s.tolist() == pytest.approx([0.9, 0.6])
-    assert f.tolist() == [0b0111, 0b1000]
-    np.testing.assert_allclose(keys[0], k[0], atol=1e-6)  # the entry's key stays the first one found
-    assert b.first_seen[0] == 1 and b.last_update[0] == 3
-    assert b.merged == 3 and b.inserted == 2
-
-
-def test_buffer_ageing_lets_fresh_entries_in():
-    b = CriticalBuffer(capacity=3, key_dim=D, merge_rho=0.98, age_decay=0.5)
-    keys = unit_keys(6)
-    b.add(keys[:3], [0.9, 0.9, 0.9], agent=0, clock=0)
-    b.add(keys[3:4], [0.5], agent=1, clock=50)
-    assert 2 not in b.entries_for(0, None)[2].tolist()  # without ageing the fresh state cannot enter
-    b.age(3)                                            # 0.9 -> 0.1125
-    b.add(keys[3:], [0.5, 0.5, 0.5], agent=1, clock=200)
-    k, s, f = b.entries_for(0, None)
-    assert s.tolist() == pytest.approx([0.5] * 3) and f.tolist() == [2, 2, 2]
-    np.testing.assert_allclose(k, keys[3:], atol=1e-6)
-
-
-def test_buffer_topology_filter():
-    b = CriticalBuffer(capacity=8, key_dim=D, merge_rho=0.98, age_decay=1.0)
-    keys = unit_keys(4)
-    for a in range(4):
-        b.add(keys[a:a + 1], [0.1 * (a + 1)], agent=a, clock=a)
-    b.add(keys[3:4], [0.1], agent=1, clock=9)  # found by 1 and 3
-    _, s, f = b.entries_for(0, {0, 1})
-    assert s.tolist() == pytest.approx([0.4, 0.2, 0.1]) and f.tolist() == [0b10, 0b10, 0b01]  # bit 3 hidden
-    assert len(b.entries_for(0, set())[1]) == 0
-
-
-# ---------------------------------------------------------------- topology
-def comm(**kw):
-    c = C.CommConfig()
-    for k, v in kw.items():
-        setattr(c, k, v)
-    return c
-
-
-def test_topologies():
-    assert neighbours(comm(), 3) == {0: {0, 1, 2}, 1: {0, 1, 2}, 2: {0, 1, 2}}
-    assert neighbours(comm(topology="ring"), 5)[0] == {4, 0, 1}
-    assert neighbours(comm(topology="ring"), 5)[3] == {2, 3, 4}
-    star = neighbours(comm(topology="star"), 4)
-    assert star[0] == {0, 1, 2, 3} and star[2] == {0, 2}
-    rk = neighbours(comm(topology="random-k", random_k=2, seed=7), 6)
-    assert all(r in s and len(s) == 3 for r, s in rk.items())
-    assert rk == neighbours(comm(topology="random-k", random_k=2, seed=7), 6)  # seeded
-    assert neighbours(comm(topology="random-k", random_k=5), 3)[1] == {0, 1, 2}  # k capped at n-1
-    ex = neighbours(comm(topology="explicit", adjacency={"1": [0], 2: ["3", 1]}), 4)
-    assert ex == {0: {0}, 1: {0, 1}, 2: {1, 2, 3}, 3: {3}}
-
-
-# ---------------------------------------------------------------- impairment (no sockets)
-def test_impairment_off_by_default():
-    imp = Impairment(C.CommConfig())
-    assert all(imp.submit((-1, 0), i, 100, now=5.0) for i in range(50))
-    assert imp.next_due() == 5.0
-    assert [p for _, p in imp.due(5.0)] == list(range(50))
-    assert imp.next_due() is None and imp.due(6.0) == []
-    c = imp.counters[(-1, 0)]
-    assert c["sent"] == 50 and c["dropped"] == c["delayed"] == c["reordered"] == c["overflow"] == 0
-    assert c["bytes"] == 5000
-
-
-def test_impairment_iid_loss_rate_and_seed():
-    def run(seed):
-        imp = Impairment(comm(loss=0.3, seed=seed))
-        return [imp.submit((-1, 1), i, 10, now=0.0) for i in range(5000)]
-    a = run(1)
-    lost = 5000 - sum(a)
-    assert abs(lost - 1500) < 4 * math.sqrt(5000 * 0.3 * 0.7)
-    assert a == run(1) and a != run(2)
-
-
-def test_impairment_bursty_loss_has_mean_burst_len():
-    n = 40_000
-    imp = Impairment(comm(loss=0.2, loss_model="bursty", burst_len=4.0, seed=3))
-    ok = np.array([imp.submit((-1, 0), None, 1, now=0.0) for _ in range(n)])
-    lost = ~ok
-    assert abs(lost.mean() - 0.2) < 0.03
-    edges = np.diff(np.concatenate([[0], lost.astype(int), [0]]))
-    bursts = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
-    assert abs(bursts.mean() - 4.0) < 0.4, bursts.mean()
-    # iid loss at the same rate has bursts of about 1 / (1 - p) = 1.25
-    imp = Impairment(comm(loss=0.2, seed=3))
-    lost = ~np.array([imp.submit((-1, 0), None, 1, now=0.0) for _ in range(n)])
-    edges = np.diff(np.concatenate([[0], lost.astype(int), [0]]))
-    assert (np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).mean() < 1.4
-
-
-def test_impairment_bandwidth_cap_queues_messages():
-    imp = Impairment(comm(bandwidth_bps=100_000))
-    imp.submit((-1, 0), "a", 10_000, now=0.0)   # occupies the link for 0.1 s
-    imp.submit((-1, 0), "b", 10_000, now=0.0)   # waits behind it: 0.2 s
-    imp.submit((-1, 1), "c", 1_000, now=0.0)    # another link is not slowed: 0.01 s
-    assert imp.next_due() == pytest.approx(0.01)
-    assert imp.due(0.0099) == [] and imp.due(0.0101) == [((-1, 1), "c")]
-    assert imp.due(0.0999) == [] and imp.due(0.1001) == [((-1, 0), "a")]
-    assert imp.due(0.1999) == [] and imp.due(0.2001) == [((-1, 0), "b")]
-    imp.submit((-1, 0), "d", 1_000, now=5.0)    # an idle link sends at once
-    assert imp.next_due() == pytest.approx(5.01)
-    assert imp.counters[(-1, 0)]["delayed"] == 3
-
-
-def test_impairment_latency_jitter_reorder_and_overflow():
-    imp = Impairment(comm(latency_ms=50, jitter_ms=10, reorder=0.2, reorder_ms=30, seed=1))
-    for i in range(400):
-        imp.submit((-1, 0), i, 10, now=i * 0.001)
-    out, t = [], 0.0
-    while imp.next_due() is not None:
-        t = imp.next_due()
-        released = imp.due(t)
-        out += [(t, p) for _, p in released]
-    delays = np.array([t - p * 0.001 for t, p in out])
-    assert delays.min() >= 0.05 - 1e-9 and delays.max() <= 0.09 + 1e-9
-    c = imp.counters[(-1, 0)]
-    assert abs(c["reordered"] - 80) < 4 * math.sqrt(400 * 0.2 * 0.8) and c["delayed"] == 400
-    order = [p for _, p in out]
-    assert order != sorted(order) and sorted(order) == list(range(400))  # later ones overtook
-    # bounded queue: the oldest waiting message leaves first
-    imp = Impairment(comm(latency_ms=1000), max_pending=10)
-    for i in range(25):
-        imp.submit((-1, 2), i, 1, now=0.0)
-    assert imp.pending((-1, 2)) == 10 and imp.counters[(-1, 2)]["overflow"] == 15
-    assert [p for _, p in imp.due(2.0)] == list(range(15, 25))
-
-
-# ---------------------------------------------------------------- the broker on loopback sockets
 def make_cfg(ports, agents=1, **sections):
     cfg = C.Config()
     cfg.run.agents = agents
     cfg.actor.key_dim = D
     net = cfg.net
     (net.broker_reports_port, net.broker_snapshots_port, net.broker_router_port) = ports
-    net.host, net.metrics_port = "127.0.0.1", 0
+    net.host, net.metrics_port, net.heartbeat_s = "127.0.0.1", 0, 0.2  # a client waits for a heartbeat
     for sec, values in sections.items():
         for k, v in values.items():
             setattr(getattr(cfg, sec), k, v)
@@ -230,24 +70,25 @@ def start_broker(tmp_path):
 
 
 class Client:
-    """Actor-side sockets of a test: PUSH reports, SUB snapshots (topics of `receivers`), DEALERs."""
+    """Actor-side sockets of a test: PUSH reports, SUB snapshots (topics of `receivers`), DEALERs.
+
+    The slow joiner: a SUB's subscription reaches the PUB some time after connect(), and what the broker
+    broadcasts before that is lost to us. So the SUB takes every topic with one subscription (b"") and the
+    client is ready once the broker's first heartbeat arrives on it: from then on no broadcast is missed.
+    Snapshots for other receivers and heartbeats are skipped on reading."""
 
     def __init__(self, cfg, receivers=(0,)):
         self.cfg, self.ctx = cfg, zmq.Context()
         self.senders = {}
+        self.topics = {b"snap/%d" % r for r in receivers}
         self.push = self._sock(zmq.PUSH)
         self.push.connect(tcp("127.0.0.1", cfg.net.broker_reports_port))
         self.sub = self._sock(zmq.SUB)
-        for r in receivers:
-            self.sub.setsockopt(zmq.SUBSCRIBE, b"snap/%d" % r)
-        # slow joiner: wait for the SUB's handshake with the PUB so that no broadcast is missed by us
-        mon = self.sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.sub.connect(tcp("127.0.0.1", cfg.net.broker_snapshots_port))
-        assert mon.poll(5000), "no connection to the broker's PUB"
-        recv_monitor_message(mon)
-        self.sub.disable_monitor()
-        mon.close(linger=0)
-        time.sleep(0.1)  # the subscription itself travels after the handshake
+        deadline = time.time() + 30
+        while not (self.sub.poll(100) and self.sub.recv_multipart()[0] == b"hb"):
+            assert time.time() < deadline, "no heartbeat from the broker's PUB"
         self.dealer = self._sock(zmq.DEALER)
         self.dealer.connect(tcp("127.0.0.1", cfg.net.broker_router_port))
 
@@ -267,23 +108,30 @@ class Client:
                   "positions": np.zeros(n, np.int32)}
         self.push.send_multipart(self.sender(agent).pack(M.REPORT, {"env_steps": env_steps}, arrays))
 
-    def snapshot(self, timeout=2.0):
-        """(receive time, Message) of the next snapshot on the SUB, or None."""
-        if not self.sub.poll(int(timeout * 1000)):
-            return None
-        frames = self.sub.recv_multipart()
-        t = time.time()
-        msg = M.validate(decode(frames[1:], 2**26), {"K": D}, (M.SNAPSHOT,))
-        assert frames[0] == b"snap/%d" % msg.body["receiver"]
-        return t, msg
+    def snapshot(self, timeout=10.0):
+        """(receive time, Message) of the next snapshot for our receivers on the SUB, or None after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while self.sub.poll(max(0, int((deadline - time.monotonic()) * 1000))):
+            frames = self.sub.recv_multipart()
+            t = time.time()
+            if frames[0] not in self.topics:
+                continue  # a heartbeat, or another receiver's snapshot
+            msg = M.validate(decode(frames[1:], 2**26), {"K": D}, (M.SNAPSHOT,))
+            assert frames[0] == b"snap/%d" % msg.body["receiver"]
+            return t, msg
+        return None
 
-    def drain(self, quiet=0.3):
-        out = []
+    def take(self, n, timeout=20.0, quiet=0.3):
+        """The next n snapshots (fewer only after `timeout`), then anything more that comes within `quiet` s:
+        waits for what is expected instead of stopping at the first pause of a busy broker."""
+        out, deadline = [], time.monotonic() + timeout
+        while len(out) < n and (got := self.snapshot(max(0.0, deadline - time.monotonic()))) is not None:
+            out.append(got)
         while (got := self.snapshot(quiet)) is not None:
             out.append(got)
         return out
 
-    def request(self, agent, timeout=2.0, dealer=None):
+    def request(self, agent, timeout=10.0, dealer=None):
         dealer = dealer or self.dealer
         dealer.send_multipart(self.sender(agent).pack(M.HEARTBEAT, {"role": "actor", "want": "snapshot"}))
         if not dealer.poll(int(timeout * 1000)):
@@ -310,13 +158,13 @@ def clients():
 
 
 def test_snapshot_every_50_steps_and_late_joiner(free_ports, start_broker, clients, tmp_path):
-    cfg = make_cfg(free_ports(3), agents=2)
+    cfg = make_cfg(free_ports(3), agents=2, broker={"min_score": 0.0})  # low scores, never forgotten here
     start_broker(cfg)
     c = clients(cfg, receivers=(0, 1))
     keys = unit_keys(20)
     for i, steps in enumerate(range(25, 501, 25)):       # 20 reports, the clock crosses 10 multiples of 50
         c.report(i % 2, steps, keys[i:i + 1], [0.01 * (i + 1)])
-    snaps = c.drain()
+    snaps = c.take(20)
     by_r = {r: [m for _, m in snaps if m.body["receiver"] == r] for r in (0, 1)}
     for r, ms in by_r.items():
         assert [m.seq for m in ms] == list(range(1, 11))
@@ -337,7 +185,7 @@ def test_snapshot_every_50_steps_and_late_joiner(free_ports, start_broker, clien
         late.close(linger=0)
     assert m is not None and m.seq == 10 and m.body["receiver"] == 1 and m.body["clock"] == 500
     np.testing.assert_array_equal(m.arrays["finders"], by_r[1][-1].arrays["finders"])
-    assert c.snapshot(0.2) is None  # the state reply went to the DEALER only, not to the stream
+    assert c.snapshot(0.3) is None  # the state reply went to the DEALER only, not to the stream
 
 
 def test_loss_counted_as_seq_gaps(free_ports, start_broker, clients):
@@ -348,11 +196,11 @@ def test_loss_counted_as_seq_gaps(free_ports, start_broker, clients):
     c = clients(cfg, receivers=(0, 1))
     for i in range(1, rounds + 1):
         c.report(0, 50 * i, unit_keys(1, seed=i), [0.5])
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while (m := c.request(0)) is not None and m.seq < rounds and time.monotonic() < deadline:
         time.sleep(0.05)
     assert m is not None and m.seq == rounds
-    snaps = c.drain()
+    snaps = c.take(0)  # every round was broadcast (the state reply says so): what is on its way, and no more
     received = lost = 0
     for r in (0, 1):
         last, gaps, n = 0, 0, 0
@@ -378,10 +226,11 @@ def test_latency_delays_every_snapshot(free_ports, start_broker, clients):
     snaps = []
     for i in range(1, 11):  # receive each before the next report, so receive time is arrival time
         c.report(0, 50 * i, unit_keys(1, seed=i))
-        snaps.append(c.snapshot(1.0))
+        snaps.append(c.snapshot())
     assert [m.seq for _, m in snaps] == list(range(1, 11))
     delays = [t - m.body["created_at"] for t, m in snaps]
-    assert min(delays) >= 0.050 and max(delays) < 0.050 + 0.1, delays
+    # never early; typically on time (the median: a loaded machine may stall one delivery now and then)
+    assert min(delays) >= 0.050 and np.median(delays) < 0.050 + 0.04, delays
 
 
 def test_impaired_report_path(free_ports, start_broker, clients):
@@ -390,20 +239,20 @@ def test_impaired_report_path(free_ports, start_broker, clients):
     c = clients(cfg)
     t0 = time.time()
     c.report(0, 50, unit_keys(1))
-    got = c.snapshot(2.0)
+    got = c.snapshot()
     assert got is not None and got[0] - t0 >= 0.080  # 40 ms on the report link + 40 ms on the snapshot link
 
 
 def test_ring_topology(free_ports, start_broker, clients):
     n = 5
-    cfg = make_cfg(free_ports(3), agents=n, comm={"topology": "ring"})
+    cfg = make_cfg(free_ports(3), agents=n, comm={"topology": "ring"}, broker={"min_score": 0.0})
     start_broker(cfg)
     c = clients(cfg, receivers=range(n))
     keys = unit_keys(n)
     for a in range(n):
         c.report(a, 10, keys[a:a + 1], [0.1 * (a + 1)])
     c.report(0, 50)  # crosses the clock
-    snaps = {m.body["receiver"]: m for _, m in c.drain()}
+    snaps = {m.body["receiver"]: m for _, m in c.take(n)}
     assert sorted(snaps) == list(range(n))
     for r, m in snaps.items():
         want = {(r - 1) % n, r, (r + 1) % n}
@@ -421,8 +270,8 @@ def test_nocomm_receives_but_never_broadcasts(free_ports, start_broker, clients)
     c = clients(cfg)
     for i in range(1, 5):
         c.report(0, 50 * i, unit_keys(1, seed=i))
+    assert wait_for(lambda: metric("magicmask_broker_reports_total", agent="0") - before == 4)
     assert c.snapshot(0.5) is None
-    assert metric("magicmask_broker_reports_total", agent="0") - before == 4
     m = c.request(0)
     assert m.seq == 0 and len(m.arrays["scores"]) == 0  # nothing shared in the ablation
 
@@ -464,7 +313,7 @@ def test_malformed_messages_are_dropped_and_broker_keeps_serving(free_ports, sta
     m = c.request(0)
     assert m is not None and m.seq == 0
     c.report(0, 50, unit_keys(1, seed=42), [0.7])
-    got = c.snapshot(2.0)
+    got = c.snapshot()
     assert got is not None and got[1].seq == 1 and got[1].arrays["scores"].tolist() == pytest.approx([0.7])
     delta = {k: metric("magicmask_dropped_messages_total", socket=k[0], cause=k[1]) - v for k, v in before.items()}
     assert delta[("reports", "malformed")] == 3  # garbage, empty frame, truncated array frame
@@ -481,14 +330,14 @@ def test_stop_message_ends_the_broker(free_ports, start_broker, clients):
     ev, th = start_broker(cfg)
     c = clients(cfg)
     c.push.send_multipart(Sender(-2).pack(M.STOP, {"reason": "test over"}))
-    th.join(3)
+    th.join(30)
     assert not th.is_alive() and not ev.is_set()
 
 
 def test_sigterm_ends_the_broker_process(free_ports, tmp_path):
     p1, p2, p3 = free_ports(3)
     code = ("import logging, sys; from pathlib import Path; logging.basicConfig(level='INFO'); "
-            "from protocol import config as C; from broker.server import main; "
+            "from magicmask.protocol import config as C; from magicmask.broker.server import main; "
             f"cfg = C.Config(); cfg.net.metrics_port = 0; cfg.net.broker_reports_port = {p1}; "
             f"cfg.net.broker_snapshots_port = {p2}; cfg.net.broker_router_port = {p3}; "
             f"sys.exit(main(cfg, Path({str(tmp_path)!r})))")
@@ -499,12 +348,12 @@ def test_sigterm_ends_the_broker_process(free_ports, tmp_path):
         d.setsockopt(zmq.LINGER, 0)
         d.connect(tcp("127.0.0.1", p3))
         d.send_multipart(Sender(0).pack(M.HEARTBEAT, {"role": "actor", "want": "snapshot"}))
-        ok = d.poll(10_000)
+        ok = d.poll(60_000)  # a fresh interpreter imports first
         d.close(linger=0)
         ctx.term()
         assert ok, "broker process did not answer"
         proc.terminate()
-        assert proc.wait(5) == 0
+        assert proc.wait(30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

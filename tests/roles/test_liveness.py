@@ -18,33 +18,19 @@ from magicmask.protocol import config as C
 from magicmask.protocol import messages as M
 from magicmask.protocol.codec import Sender, decode, encode
 from magicmask.protocol.transport import tcp
+from tests.helpers import recv, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
-PORTS = ["learner_fragments_port", "learner_weights_port", "learner_router_port",
-         "broker_reports_port", "broker_snapshots_port", "broker_router_port"]
 HB = 0.2
 
 
 def make_cfg(ports, *extra):
-    return C.load(overrides=[f"net.{k}={p}" for k, p in zip(PORTS, ports)] + [
+    return C.load(overrides=C.port_overrides(ports) + [
         "net.metrics_port=0", "env.name=gates", "run.agents=1", "actor.fragment_len=8", "env.copies=2",
         "ppo.minibatches=2", "env.eval_every=0", f"net.heartbeat_s={HB}", *extra], environ={})
 
 
-def recv(sock, timeout_ms=5000):
-    if not sock.poll(timeout_ms):
-        return None
-    return sock.recv_multipart()
-
-
-def wait_for(cond, timeout=15.0, step=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
 
 
 def gauge(name, **labels):
@@ -100,17 +86,18 @@ def test_silent_learner_bounded_queue_then_resume_with_new_incarnation(tmp_path,
         # credit for 2 fragments, then the learner says nothing more: silent after 3 x 0.2 s
         first = [recv(peers.pull, 20000) for _ in range(2)]
         assert all(f is not None for f in first)
-        assert wait_for(lambda: not actor.alive["learner"], 10)
-        t0, d0 = actor.t, actor.dropped
+        assert wait_for(lambda: not actor.links.learner.alive, 10)
+        outbox = actor.outbox
+        t0, d0 = actor.t, outbox.dropped
         longest = 0
         deadline = time.time() + 30
-        while time.time() < deadline and actor.dropped < d0 + 3:  # keeps acting and dropping the oldest
-            longest = max(longest, len(actor.queue))
+        while time.time() < deadline and outbox.dropped < d0 + 3:  # keeps acting and dropping the oldest
+            longest = max(longest, len(outbox.queue))
             time.sleep(0.01)
         assert actor.t > t0, "the actor stopped stepping while the learner was silent"
-        assert actor.dropped >= d0 + 3, "a full queue dropped nothing"
+        assert outbox.dropped >= d0 + 3, "a full queue dropped nothing"
         assert longest <= cfg.actor.offline_queue
-        assert gauge("magicmask_actor_fragments_dropped_total", agent=0, cause="offline_queue") >= actor.dropped
+        assert gauge("magicmask_actor_fragments_dropped_total", agent=0, cause="offline_queue") >= outbox.dropped
         assert gauge("magicmask_actor_learner_silent", agent=0) == 1
         assert recv(peers.pull, 300) is None, "the actor sent to a silent learner"
         # a restarted learner (new incarnation) heartbeats: credit resets, the queue flows, oldest first
@@ -124,9 +111,10 @@ def test_silent_learner_bounded_queue_then_resume_with_new_incarnation(tmp_path,
             if f is not None:
                 got.append(decode(f, 1 << 24))
         assert len(got) == 2, "queued fragments did not reach the restarted learner"
-        assert actor.peer_inc["learner"] == new.incarnation and actor.alive["learner"]
+        assert actor.links.learner.incarnation == new.incarnation and actor.links.learner.alive
         assert got[0].seq < got[1].seq and got[0].body["env_steps"] <= t_back, "not the oldest queued first"
-        assert wait_for(lambda: actor.sent == 2, 5) and actor.trained == 0, "credit was not reset for the new learner"
+        assert wait_for(lambda: actor.credit.sent == 2, 5) and actor.credit.returned == 0, \
+            "credit was not reset for the new learner"
         # credit from the new learner releases the rest
         peers.pub.send_multipart([b"w/0", *new.pack(M.WEIGHTS, {"target": 0, "incarnation": actor.sender.incarnation,
                                                                 "fragments": 2}, nets.agent_state(0), policy_version=1)])
@@ -158,7 +146,7 @@ def test_silent_broker_marks_snapshot_stale_and_recovers_after_restart(tmp_path,
         old = Sender(-1)
         keys_a = rng.standard_normal((3, K)).astype(np.float32)
         peers.broker_router.send_multipart([req[0], *snapshot(old.incarnation, 5, keys_a)])
-        assert wait_for(lambda: actor.snap_seq == 5, 10)
+        assert wait_for(lambda: actor.guidance.seq == 5, 10)
         def beat():
             peers.snaps.send_multipart([b"hb", *old.pack(M.HEARTBEAT, {"role": "broker"})])
             return gauge("magicmask_actor_snapshot_stale", agent=0) == 0
@@ -166,7 +154,7 @@ def test_silent_broker_marks_snapshot_stale_and_recovers_after_restart(tmp_path,
         # the broker goes quiet: stale after 3 intervals, the last snapshot stays in use
         assert wait_for(lambda: gauge("magicmask_actor_snapshot_stale", agent=0) == 1, 10)
         assert gauge("magicmask_actor_peer_silence_seconds", agent=0, peer="broker") > 3 * HB
-        np.testing.assert_array_equal(actor.snap_keys, keys_a)
+        np.testing.assert_array_equal(actor.guidance.keys, keys_a)
         while peers.broker_router.poll(0):
             peers.broker_router.recv_multipart()
         # a restarted broker heartbeats: the actor asks for the current snapshot and takes seq 1 < 5
@@ -179,8 +167,8 @@ def test_silent_broker_marks_snapshot_stale_and_recovers_after_restart(tmp_path,
         assert req is not None and decode(req[1:], 1 << 20).body["want"] == "snapshot", "no re-request"
         keys_b = rng.standard_normal((2, K)).astype(np.float32)
         peers.broker_router.send_multipart([req[0], *snapshot(new.incarnation, 1, keys_b)])
-        assert wait_for(lambda: actor.snap_seq == 1 and actor.snap_inc == new.incarnation, 10)
-        np.testing.assert_array_equal(actor.snap_keys, keys_b)
+        assert wait_for(lambda: actor.guidance.seq == 1 and actor.guidance.incarnation == new.incarnation, 10)
+        np.testing.assert_array_equal(actor.guidance.keys, keys_b)
         assert gauge("magicmask_actor_snapshot_stale", agent=0) == 0
     finally:
         stop.set()
@@ -205,21 +193,25 @@ def test_learner_and_broker_heartbeat_at_the_configured_interval(tmp_path, free_
         s.connect(tcp("127.0.0.1", port))
         subs.append(s)
     try:
-        for s in subs:  # connected and heartbeating
-            assert recv(s, 30000) is not None
+        for s in subs:  # connected (the learner binds after its slow start) and heartbeating
+            assert recv(s, 60000) is not None
+        # the interval from the beats' own send times, not from how many arrive in a fixed window (a loaded
+        # machine may stall a thread now and then: the count would say nothing about the interval)
         beats = {0: [], 1: []}
-        t_end = time.time() + 2.0
-        while time.time() < t_end:
+        deadline = time.time() + 60
+        while time.time() < deadline and min(map(len, beats.values())) < 10:
             for i, s in enumerate(subs):
-                while s.poll(0):
+                if s.poll(10):
                     beats[i].append(decode(s.recv_multipart()[1:], 1 << 20))
-            time.sleep(0.01)
         for i, (role, inc) in enumerate((("learner", learner.sender.incarnation),
                                           ("broker", broker.hb_sender.incarnation))):
-            n = len(beats[i])
-            assert 4 <= n <= 16, f"{role}: {n} heartbeats in 2 s at net.heartbeat_s={HB}"
-            assert all(m.kind == M.HEARTBEAT and m.body["role"] == role and m.incarnation == inc for m in beats[i])
-        assert beats[0][0].body["incarnation"] == learner.sender.incarnation
+            ms = beats[i]
+            assert len(ms) >= 10, f"{role}: {len(ms)} heartbeats in 60 s at net.heartbeat_s={HB}"
+            assert all(m.kind == M.HEARTBEAT and m.body["role"] == role and m.body["incarnation"] == inc
+                       and m.incarnation == inc for m in ms)
+            gaps = np.diff([m.sent_at for m in ms])
+            assert gaps.min() >= 0.9 * HB, f"{role}: heartbeats closer than net.heartbeat_s={HB}: {gaps}"
+            assert np.median(gaps) <= 2 * HB, f"{role}: heartbeat gaps {gaps} at net.heartbeat_s={HB}"
     finally:
         stop.set()
         for t in threads:

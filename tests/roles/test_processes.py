@@ -18,7 +18,7 @@ from magicmask.protocol import config as C
 from magicmask.protocol import messages as M
 from magicmask.protocol.codec import Sender, decode
 from magicmask.protocol.transport import tcp
-from tests.helpers import fragment_arrays
+from tests.helpers import fragment_arrays, recv, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -28,10 +28,6 @@ def make_cfg(ports, *extra):
         "ppo.minibatches=2", "env.eval_every=0", *extra], environ={})
 
 
-def recv(sock, timeout_ms=5000):
-    if not sock.poll(timeout_ms):
-        return None
-    return sock.recv_multipart()
 
 
 def start_learner(cfg, run_dir):
@@ -44,21 +40,29 @@ def start_learner(cfg, run_dir):
 
 
 def learner_peers(ctx, cfg):
-    """An actor's view of the learner: (SUB to agent 0's weights, PUSH for fragments)."""
+    """An actor's view of a running learner: (SUB to its whole stream, PUSH for fragments), returned once the
+    learner is bound and the SUB's subscription is in force at its PUB.
+
+    The slow-joiner problem: a SUB's subscription reaches the PUB some time after connect() (later still
+    while the learner thread is starting), and what the PUB sends before that is lost for good; the learner
+    publishes a new version once. So the SUB takes every topic (one subscription) and we wait for the
+    learner's first heartbeat on it: from then on nothing published is lost to us."""
     sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"w/0")
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.connect(tcp("127.0.0.1", cfg.net.learner_weights_port))
     push = ctx.socket(zmq.PUSH)
     push.connect(tcp("127.0.0.1", cfg.net.learner_fragments_port))
+    frames = recv(sub, 60_000)
+    assert frames is not None, "the learner published nothing (not bound, or no heartbeat)"
     return sub, push
 
 
-def next_weights(sub, pred, timeout=20):
-    """The first weights message on `sub` that satisfies `pred`, or None after `timeout` seconds."""
+def next_weights(sub, pred, timeout=30):
+    """The first weights message on `sub` (topic w/...) that satisfies `pred`, or None after `timeout` seconds."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         frames = recv(sub, 500)
-        if frames:
+        if frames and frames[0].startswith(b"w/"):
             msg = decode(frames[1:], 1 << 24)
             if pred(msg):
                 return msg
@@ -98,7 +102,7 @@ def test_learner_drops_malformed_input_and_keeps_serving(tmp_path, free_ports, c
                 push.send_multipart(frames)
         dealer.send_multipart([b"garbage"])
         dealer.send_multipart(Sender(0).pack(M.HEARTBEAT, {"role": "actor", "want": "weights"}))
-        w = recv(dealer)
+        w = recv(dealer, 20_000)
         assert w is not None, "the learner stopped answering weight requests"
         msg = decode(w, 1 << 24)
         assert msg.kind == M.WEIGHTS and msg.body["target"] == 0 and msg.policy_version == 0
@@ -126,7 +130,6 @@ def test_stale_fragment_returns_its_credit_at_once(tmp_path, free_ports, ctx):
     spec = env_spec(cfg)
     learner, th, stop = start_learner(cfg, tmp_path)
     sub, push = learner_peers(ctx, cfg)
-    time.sleep(0.3)   # the subscription reaches the learner
     try:
         s = Sender(agent=0)
         body = {"episodes": [], "env_steps": 16, "eval": {}}
@@ -165,7 +168,7 @@ def test_actor_follows_the_contract_and_survives_bad_input(tmp_path, free_ports,
     th = threading.Thread(target=actor.run, daemon=True)
     th.start()
     try:
-        req = recv(router)
+        req = recv(router, 20_000)
         assert req is not None and decode(req[1:], 1 << 20).body["want"] == "weights"
         ident = req[0]
         nets = AgentNets(1, spec.obs_dim, spec.n_actions, cfg.ppo.hidden, seed=1)
@@ -174,7 +177,8 @@ def test_actor_follows_the_contract_and_survives_bad_input(tmp_path, free_ports,
         router.send_multipart([ident, b"garbage"])
         router.send_multipart([ident, *learner.pack(M.WEIGHTS, {"target": 0}, wrong, policy_version=0)])
         router.send_multipart([ident, *learner.pack(M.WEIGHTS, {"target": 9}, nets.agent_state(0), policy_version=0)])
-        time.sleep(0.5)
+        causes = ("malformed", "shape", "schema")
+        assert wait_for(lambda: all(actor.drops.counts.get(("weights", c)) == 1 for c in causes)), actor.drops.counts
         assert actor.version == -1, "bad weights were applied"
         # a snapshot from a peer that holds every non-gate state of the gates env: those steps get guided
         env = make_env(cfg, 0)
@@ -186,9 +190,10 @@ def test_actor_follows_the_contract_and_survives_bad_input(tmp_path, free_ports,
                 break
             states.append(obs)
         keys = StateKeys(spec.obs_dim, cfg.actor.key_dim, cfg.actor.key_seed)(np.stack(states))
-        br = recv(broker_router)
+        br = recv(broker_router, 20_000)
         assert br is not None and decode(br[1:], 1 << 20).body["want"] == "snapshot"
-        snap = Sender(-1).pack(M.SNAPSHOT, {"created_at": time.time(), "clock": 50, "receiver": 0},
+        broker = Sender(-1)
+        snap = broker.pack(M.SNAPSHOT, {"created_at": time.time(), "clock": 50, "receiver": 0},
                                {"keys": keys, "scores": np.ones(len(keys), np.float32),
                                 "finders": np.full(len(keys), 2, np.int64)})
         broker_router.send_multipart([br[0], *snap])
@@ -205,22 +210,25 @@ def test_actor_follows_the_contract_and_survives_bad_input(tmp_path, free_ports,
         assert not (a["guided"] & (a["perturbed"] | a["eps_random"])).any()
         np.testing.assert_array_equal(a["mask_applied"], a["masked"] & ~a["eps_random"])
         assert (a["perturbed"] <= a["mask_applied"]).all()
-        assert actor.drops.counts.get(("weights", "malformed")) == 1
-        assert actor.drops.counts.get(("weights", "shape")) == 1
-        assert actor.drops.counts.get(("weights", "schema")) == 1
-        # garbage on the stream sockets is counted too, and the actor keeps going
+        # garbage on the stream sockets is counted too, and the actor keeps going; first make sure the actor's
+        # SUBs hear our PUBs (slow joiner): publish heartbeats until it has heard each
+        for peer, sock, sender in ((actor.links.learner, pub, learner), (actor.links.broker, snaps, broker)):
+            t0 = peer.last_heard
+            assert wait_for(lambda: sock.send_multipart([b"hb", *sender.pack(M.HEARTBEAT, {"role": peer.name})])
+                            or peer.last_heard > t0), f"the actor never heard the {peer.name}'s PUB"
         pub.send_multipart([b"w/0", b"junk"])
         snaps.send_multipart([b"snap/0", b"junk"])
         rep = recv(reports, 10000)
         assert rep is not None and decode(rep, 1 << 20).kind == M.REPORT
         # out of credit (2 fragments untrained) the actor waits; credit from the learner releases it
         assert recv(pull, 10000) is not None
-        assert recv(pull, 1500) is None, "the actor ran past its credit"
+        assert wait_for(lambda: actor.credit.in_flight == 2 and actor.outbox.must_wait())
+        assert recv(pull, 1000) is None, "the actor ran past its credit"
         pub.send_multipart([b"w/0", *learner.pack(M.WEIGHTS, {"target": 0, "incarnation": actor.sender.incarnation,
                                                               "fragments": 2}, nets.agent_state(0), policy_version=1)])
         assert recv(pull, 10000) is not None, "credit did not release the actor"
-        assert actor.drops.counts.get(("weights", "malformed"), 0) == 2
-        assert actor.drops.counts.get(("snapshots", "malformed"), 0) == 1
+        assert actor.drops.counts.get(("weights", "malformed"), 0) == 2  # the junk came before the credit
+        assert wait_for(lambda: actor.drops.counts.get(("snapshots", "malformed"), 0) == 1)  # another pipe
     finally:
         stop.set()
         th.join(10)

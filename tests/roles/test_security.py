@@ -1,7 +1,8 @@
 """CURVE security on real loopback sockets: the real Broker and Learner (each in a thread through its own run
-loop) with keys, facing the real Actor's sockets (Actor.connect) with an allowed key, with a key that is not
+loop) with keys, facing the real actor's sockets (actors/links.py) with an allowed key, with a key that is not
 in the allow-list, and without CURVE at all. Plus `magicmask keys generate` and the config rule that refuses
 an unauthenticated bind beyond loopback."""
+import logging
 import os
 import shutil
 import stat
@@ -13,14 +14,16 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from magicmask.actors.actor import Actor
+from magicmask import cli
 from magicmask.actors.envs import env_spec
+from magicmask.actors.links import Links
 from magicmask.broker.server import Broker
 from magicmask.learner.server import Learner
 from magicmask.protocol import config as C
 from magicmask.protocol import messages as M
 from magicmask.protocol import security as S
 from magicmask.protocol.codec import Sender, decode
+from magicmask.protocol.drops import DropLog
 from magicmask.protocol.transport import make_socket, tcp
 from tests.helpers import fragment_arrays
 
@@ -73,6 +76,23 @@ def handshake_events(sock_factory, endpoint, seconds=1.0):
     return names
 
 
+def wait_heartbeat(sub, timeout_ms=60_000):
+    """Wait for a server's first heartbeat on `sub` (subscribed to b"" or b"hb"): the server is bound and
+    the SUB's subscriptions, sent together when it connected, are in force at its PUB. Waiting for this
+    instead of a fixed time is what keeps a later single publication from being lost (the slow joiner)."""
+    deadline = time.time() + timeout_ms / 1000
+    while time.time() < deadline:
+        frames = recv(sub, 100)
+        if frames and frames[0] == b"hb":
+            return True
+    return False
+
+
+def keys_cli(argv):
+    """`magicmask keys ARGV...`, in this process."""
+    return cli.main(["keys", *argv])
+
+
 def start(target):
     th = threading.Thread(target=target, daemon=True)
     th.start()
@@ -91,12 +111,13 @@ def test_broker_admits_only_allowed_actor_keys(tmp_path, free_ports, keys, caplo
     actor_sec = {"allowed": S.for_process(cfg, "actor", 0), "rogue": S.for_process(rogue_cfg, "actor", 0)}
 
     def sockets(name):
-        """The actor's broker-side sockets, made as Actor.connect makes them (plain: no CURVE)."""
+        """The actor's broker-side sockets, made as actors/links.py makes them (plain: no CURVE)."""
         curve = actor_sec[name].client("broker") if name in actor_sec else None
         push = make_socket(ctx, zmq.PUSH, hwm=100, curve=curve)
         push.connect(tcp("127.0.0.1", cfg.net.broker_reports_port))
         sub = make_socket(ctx, zmq.SUB, curve=curve)
         sub.setsockopt(zmq.SUBSCRIBE, b"snap/0")
+        sub.setsockopt(zmq.SUBSCRIBE, b"hb")
         sub.connect(tcp("127.0.0.1", cfg.net.broker_snapshots_port))
         dealer = make_socket(ctx, zmq.DEALER, curve=curve)
         dealer.connect(tcp("127.0.0.1", cfg.net.broker_router_port))
@@ -121,17 +142,21 @@ def test_broker_admits_only_allowed_actor_keys(tmp_path, free_ports, keys, caplo
             for steps in (50, 100, 150):
                 report(socks[name][0], steps)
             send(socks[name][2], Sender(0).pack(M.HEARTBEAT, {"role": "actor", "want": "snapshot"}))
+        assert wait_heartbeat(socks["allowed"][1]), "the allowed actor hears nothing from the broker's PUB"
         time.sleep(1.0)
         assert broker.reports == 0 and broker.seq == 0
-        assert recv(socks["allowed"][1], 100) is None
         # the allowed actor: its report arrives and makes a snapshot, which only it receives
         report(socks["allowed"][0], 200)
-        got = recv(socks["allowed"][1], 5000)
+        got = None
+        deadline = time.time() + 20
+        while got is None and time.time() < deadline:
+            frames = recv(socks["allowed"][1], 100)
+            got = frames if frames and frames[0] != b"hb" else None
         assert got is not None and got[0] == b"snap/0", "the allowed actor got no snapshot"
         snap = M.validate(decode(got[1:], 2**26), {"K": 8}, (M.SNAPSHOT,))
         assert broker.reports == 1 and snap.body["clock"] == 200
         socks["allowed"][2].send_multipart(Sender(0).pack(M.HEARTBEAT, {"role": "actor", "want": "snapshot"}))
-        reply = recv(socks["allowed"][2], 5000)
+        reply = recv(socks["allowed"][2], 20_000)
         assert reply is not None and decode(reply, 2**26).kind == M.SNAPSHOT
         for name in ("rogue", "plain"):
             _, sub, dealer = socks[name]
@@ -159,17 +184,18 @@ def test_learner_admits_only_allowed_actor_keys(tmp_path, free_ports, keys):
     stop = threading.Event()
     learner = Learner(cfg, spec, tmp_path / "run", stop)
     th = start(learner.run)
-    # the real actor's sockets (Actor.connect), one with an allowed key, one with a rogue key
-    allowed, intruder = Actor(cfg, 0, tmp_path / "a", stop), Actor(rogue_cfg, 0, tmp_path / "r", stop)
+    # the real actor's sockets (actors/links.py), one with an allowed key, one with a rogue key
+    allowed, intruder = (Links(c, 0, Sender(0), DropLog(logging.getLogger("test"))) for c in (cfg, rogue_cfg))
     allowed.connect()
     intruder.connect()
     body = {"episodes": [{"return": 1.0}], "env_steps": 16, "eval": {}}
     try:
+        assert wait_heartbeat(allowed.weights_sock), "the allowed actor hears nothing from the learner's PUB"
         # state requests: only the allowed actor is answered
         ask = Sender(0).pack(M.HEARTBEAT, {"role": "actor", "want": "weights"})
         send(intruder.learner_req, ask)
         allowed.learner_req.send_multipart(ask)
-        w = recv(allowed.learner_req, 5000)
+        w = recv(allowed.learner_req, 20_000)
         assert w is not None and decode(w, 1 << 24).kind == M.WEIGHTS, "the allowed actor got no weights"
         assert recv(intruder.learner_req, 500) is None, "the rogue actor received weights from the ROUTER"
         # the rogue's fragment never arrives: no update, nothing pending, nothing counted as dropped
@@ -179,11 +205,10 @@ def test_learner_admits_only_allowed_actor_keys(tmp_path, free_ports, keys):
         assert learner.version == 0 and not learner.pending.get(0) and not learner.drops.counts
         # the allowed actor: an oversized fragment is still refused by the size limit under CURVE, a valid
         # one trains, and version 1 is published to it and not to the rogue
-        time.sleep(0.3)  # the allowed SUB's subscription travels after its handshake
         allowed.frag_sock.send_multipart(
             s.pack(M.FRAGMENT, body, fragment_arrays(cfg, spec, obs_shape=(1100,)), policy_version=0))
         allowed.frag_sock.send_multipart(s.pack(M.FRAGMENT, body, fragment_arrays(cfg, spec), policy_version=0))
-        got, deadline = None, time.time() + 20
+        got, deadline = None, time.time() + 30
         while time.time() < deadline and got is None:
             frames = recv(allowed.weights_sock, 500)
             if frames and frames[0].startswith(b"w/") and decode(frames[1:], 1 << 24).policy_version == 1:
@@ -202,7 +227,7 @@ def test_learner_admits_only_allowed_actor_keys(tmp_path, free_ports, keys):
 # ---------------------------------------------------------------- keys and config
 def test_keys_generate_makes_the_layout(tmp_path, capsys):
     d = tmp_path / "k"
-    assert S.main(["generate", str(d), "--agents", "3"]) == 0
+    assert keys_cli(["generate", str(d), "--agents", "3"]) == 0
     names = ["broker", "learner", "actor-0", "actor-1", "actor-2"]
     assert sorted(p.name for p in (d / "public_keys").iterdir()) == sorted(f"{n}.key" for n in names)
     assert sorted(p.name for p in (d / "private_keys").iterdir()) == sorted(f"{n}.key_secret" for n in names)
@@ -219,10 +244,10 @@ def test_keys_generate_makes_the_layout(tmp_path, capsys):
     assert stat.S_IMODE(os.stat(d / "private_keys").st_mode) == 0o700
     assert "security.keys_dir=" in capsys.readouterr().out
     # again with more agents: existing pairs kept, new ones added; --force replaces
-    assert S.main(["generate", str(d), "--agents", "5", "--name", "monitor"]) == 0
+    assert keys_cli(["generate", str(d), "--agents", "5", "--name", "monitor"]) == 0
     assert zmq.auth.load_certificate(d / "public_keys" / "actor-0.key")[0] == pairs["actor-0"]
     assert (d / "public_keys" / "actor-4.key").is_file() and (d / "private_keys" / "monitor.key_secret").is_file()
-    assert S.main(["generate", str(d), "--agents", "1", "--force"]) == 0
+    assert keys_cli(["generate", str(d), "--agents", "1", "--force"]) == 0
     assert zmq.auth.load_certificate(d / "public_keys" / "actor-0.key")[0] != pairs["actor-0"]
     # a process whose key pair is missing fails with the path and the field
     cfg = make_cfg([1, 2, 3, 4, 5, 6], d)

@@ -1,4 +1,5 @@
-"""The stacked Nature-CNN: one grouped convolution over all agents equals each agent's own network."""
+"""The stacked Nature-CNN: one grouped convolution over all agents equals each agent's own network; which
+observations the built-in networks read with it (images from 36 x 36 up)."""
 import numpy as np
 import torch
 
@@ -39,3 +40,13 @@ def test_agent_slice_roundtrip_and_nets_for_picks_the_encoder():
     obs = torch.randint(0, 256, (1, 2, 4, 84, 84), dtype=torch.uint8)
     torch.testing.assert_close(one(obs)[0][0], img(obs.expand(2, -1, -1, -1, -1))[0][1])
     assert np.isclose(torch.sigmoid(one(obs)[2]).mean().item(), 0.5, atol=0.05)
+
+
+def test_the_cnn_reads_images_from_36_pixels_and_smaller_ones_are_flattened():
+    for shape, cnn in (((3, 36, 36), True), ((1, 40, 36), True), ((3, 35, 64), False), ((3, 12, 12), False),
+                       ((36, 36), False)):
+        spec = EnvSpec(shape, "uint8", 5, 1, False)
+        nets = nets_for(spec, 16, 1)
+        assert (nets.image_shape == shape) == cnn and (nets.torso is not None) == cnn, shape
+        logits, value, *_ = nets(torch.zeros(1, 2, *shape, dtype=torch.uint8))
+        assert logits.shape == (1, 2, 5) and value.shape == (1, 2)

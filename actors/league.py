@@ -1,0 +1,53 @@
+"""Past policies to play against: every `league_every` versions of each agent's weights, a snapshot is kept
+(at most `league_size`; when full the oldest is replaced: a bounded queue, `collections.deque(maxlen)`).
+Playing the population's earlier selves as well as its current members keeps self-play from cycling
+(a policy that beats only today's peers forgets how to beat yesterday's)."""
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import torch
+
+from magicmask.models.action_selection import softmax_legal
+from magicmask.models.networks import StackedNets, build_nets
+from magicmask.protocol.config import Config
+from magicmask.protocol.envspec import EnvSpec
+
+
+class League:
+    def __init__(self, spec: EnvSpec, cfg: Config):
+        self.spec, self.cfg = spec, cfg
+        self.every = cfg.env.league_every
+        self.snapshots: deque[tuple[int, int, StackedNets]] = deque(maxlen=cfg.env.league_size)  # (agent, version, nets)
+        self.last_kept: dict[int, int] = {}   # agent -> version of its newest snapshot
+
+    def __len__(self) -> int:
+        return len(self.snapshots)
+
+    def offer(self, agent: int, arrays: dict, version: int) -> bool:
+        """Keep a snapshot of these weights when `every` versions passed since the agent's last one."""
+        if version - self.last_kept.get(agent, -self.every) < self.every:
+            return False
+        nets = build_nets(self.spec.for_agent(agent), self.cfg.ppo, self.cfg.mask, 1)
+        nets.requires_grad_(False)
+        nets.load_agent_state(0, arrays)
+        self.snapshots.append((agent, version, nets))
+        self.last_kept[agent] = version
+        return True
+
+    def forget(self) -> None:
+        """A restarted learner numbers versions anew: keep the snapshots, restart the spacing."""
+        self.last_kept.clear()
+
+    def sample(self, rng: np.random.Generator) -> int | None:
+        """A uniformly chosen snapshot's index, or None while the league is empty."""
+        return int(rng.integers(len(self.snapshots))) if self.snapshots else None
+
+    @torch.no_grad()
+    def act(self, index: int, obs: np.ndarray, legal: np.ndarray, rng: np.random.Generator) -> int:
+        """Snapshot `index`'s move, sampled from its policy over the legal actions."""
+        nets = self.snapshots[index][2]
+        logits = nets(torch.as_tensor(obs)[None, None])[0][0].numpy()
+        p = softmax_legal(logits, legal[None])[0].astype(np.float64)
+        return int(rng.choice(len(p), p=p / p.sum()))
