@@ -36,7 +36,8 @@ from magicmask.actors.state_keys import StateKeys
 from magicmask.models.action_selection import epsilon, select_training, softmax_legal
 from magicmask.protocol import messages as M
 from magicmask.protocol.codec import Sender
-from magicmask.protocol.config import Config, opponent_mix
+from magicmask.protocol.config import Config
+from magicmask.protocol.opponents import opponent_mix
 from magicmask.protocol.credit import ActorCredit
 from magicmask.protocol.drops import DropLog
 from magicmask.protocol.transport import serve_metrics

@@ -144,10 +144,17 @@ def load_run(run_dir: str | Path, ckpt: str | Path | None = None) -> TrainedRun:
 
 
 def record_episode(env, policy: AgentPolicy, agent: int, seed: int, masked: bool = True,
-                   rng: np.random.Generator | None = None) -> Episode:
-    """Play one episode greedily; with `masked`, steps with m <= tau take a random legal action."""
+                   rng: np.random.Generator | None = None, perturb_prob: float = 0.0) -> Episode:
+    """Play one episode greedily; with `masked`, steps with m <= tau take a random legal action; with
+    perturb_prob > 0, each step instead takes a random legal action with that probability (episodes whose
+    returns vary, for explainers that learn from outcomes)."""
     rng = rng or np.random.default_rng(seed)
-    steps = play_episode(env, policy.forward, seed, rng, policy.tau if masked else None)
+    forward = policy.forward
+    if perturb_prob > 0:
+        def forward(obs):
+            logits, value, _, mask_value = policy.forward(obs)
+            return logits, value, (rng.random(len(value)) >= perturb_prob).astype(np.float32), mask_value
+    steps = play_episode(env, forward, seed, rng, policy.tau if (masked or perturb_prob > 0) else None)
     crit = [s["critical"] for s in steps]
 
     def col(key, dtype):

@@ -209,20 +209,3 @@ def fidelity_rows(run: TrainedRun, agent: int, episodes: list[Episode], importan
                                  "fidelity_score": fidelity_score(ep.ret, r_pert, len(steps), ep.length, d_max),
                                  "control_reward_drop_pct": reward_drop_pct(ep.ret, r_ctrl)})
     return rows
-
-
-def write_png(path, img: np.ndarray) -> None:
-    """A minimal RGB(A) uint8 PNG writer (zlib, no extra dependency)."""
-    img = np.ascontiguousarray(np.asarray(img, np.uint8))
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    h, w, c = img.shape
-    if c not in (3, 4):
-        raise ValueError(f"write_png: expected 3 or 4 channels, got {c}")
-    raw = b"".join(b"\x00" + img[y].tobytes() for y in range(h))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return len(data).to_bytes(4, "big") + tag + data + zlib.crc32(tag + data).to_bytes(4, "big")
-    ihdr = w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([8, 2 if c == 3 else 6, 0, 0, 0])
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib.image
 import numpy as np
 
 from magicmask.explain import metrics as MX
@@ -29,7 +30,7 @@ from magicmask.explain import team as TM
 from magicmask.explain.baselines import make_explainer
 from magicmask.explain.baselines.base import one_thread
 from magicmask.explain.episodes import Episode, TrainedRun, load_run, record_episodes
-from magicmask.explain.fidelity import FIDELITY_COLUMNS, fidelity_modes, fidelity_rows, replay_env, reward_range, write_png
+from magicmask.explain.fidelity import FIDELITY_COLUMNS, fidelity_modes, fidelity_rows, replay_env, reward_range
 from magicmask.explain.tables import write_csv
 from magicmask.protocol import config as C
 
@@ -154,11 +155,13 @@ def score_methods(run: TrainedRun, unmasked: Episodes, methods: list[str], facto
 
 
 def score_method(run: TrainedRun, unmasked: Episodes, method: str, factory):
-    """(importance per agent, fitted explainer per agent, {fit_seconds, score_seconds}) of one method; an
-    importance of the wrong length or not finite is an error. The explainers' own timings are preferred to
-    the wall clock (they leave out shared set-up)."""
+    """(importance per agent, fitted explainer per agent, its cost) of one method; an importance of the wrong
+    length or not finite is an error. The cost, summed over agents: fit_seconds and score_seconds (the
+    explainers' own timings are preferred to the wall clock: they leave out shared set-up), fit_env_steps (env
+    steps the fit took beyond the recorded episodes) and n_params (trainable parameters of its models)."""
     importance, fitted = {}, {}
     fit_s = score_s = 0.0
+    steps = params = 0
     for a, episodes in unmasked.items():
         ex = factory(method, run.cfg)
         t0 = time.perf_counter()
@@ -170,7 +173,10 @@ def score_method(run: TrainedRun, unmasked: Episodes, method: str, factory):
         fitted[a] = ex
         fit_s += float(getattr(ex, "fit_seconds", 0.0) or wall_fit)
         score_s += float(getattr(ex, "score_seconds", 0.0) or wall_score)
-    return importance, fitted, {"fit_seconds": fit_s, "score_seconds": score_s}
+        steps += int(getattr(ex, "env_steps", 0))
+        params += int(getattr(ex, "n_params", 0))
+    return importance, fitted, {"fit_seconds": fit_s, "score_seconds": score_s, "fit_env_steps": steps,
+                                "n_params": params}
 
 
 def _checked_importance(ex, ep: Episode, method: str, agent: int, i: int) -> np.ndarray:
@@ -299,7 +305,7 @@ def write_frame(env, ep: Episode, step: int, path: Path) -> bool:
     img = env.render()
     if img is None:
         return False
-    write_png(path, img)
+    matplotlib.image.imsave(path, np.ascontiguousarray(np.asarray(img, np.uint8)))   # matplotlib: already a dependency
     return True
 
 

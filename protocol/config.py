@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import yaml
 
 from magicmask.protocol.envspec import BUILTIN_ENVS, check_env_name
 from magicmask.protocol.errors import ConfigError
+from magicmask.protocol.opponents import check_opponent, opponent_mix
 from magicmask.protocol.security import check_config as check_security
 
 # The explainers `magicmask explain` can run (explain/baselines registers one class per name).
@@ -242,7 +242,8 @@ class ExplainConfig:
         "critical steps meaningless, so envs given by import path use the peers.")
     statemask_steps: int = opt(20_000, "StateMask baseline: env steps of PPO training of its post-hoc mask per agent.", ge=0)
     edge_epochs: int = opt(30, "EDGE baseline: training epochs of its GRU + sparse GP model.", ge=1)
-    lazymdp_epochs: int = opt(30, "LazyMDP baseline: training epochs of its post-hoc Q head.", ge=1)
+    lazymdp_epochs: int = opt(30, "LazyMDP baseline: fitted-Q iterations of its post-hoc Q head, at least (it runs "
+                              "as many as the longest episode when that is more).", ge=1)
     team_episodes: int = opt(20, "Team episodes of the fidelity test's team window in cooperative shared worlds "
                              "(highway, grf-3v1; every agent greedy, seeds from first_seed); 0: no team window.", ge=0)
     top_states: int = opt(10, "Critical states per agent written to critical_states.jsonl and shown in the report.", ge=1)
@@ -303,44 +304,6 @@ def port_overrides(ports: list[int], metrics_port: int | None = None) -> list[st
         raise ValueError(f"port_overrides: {len(PORT_FIELDS)} ports needed, got {len(ports)}")
     items = [f"net.{name}={port}" for name, port in zip(PORT_FIELDS, ports)]
     return items + ([] if metrics_port is None else [f"net.metrics_port={metrics_port}"])
-
-
-OPPONENTS = ("peers", "self", "random")   # who plays the other seats in explanation episodes, besides built-ins
-_PLAYER_NAME = re.compile(r"^[a-z][a-z0-9_]*(:[1-9])?$")
-
-
-def check_opponent(text: str, field_name: str) -> None:
-    """An opponent: one of OPPONENTS or a name of the form player or player:<depth 1-9> (connect4's lookahead
-    and search:<depth>, doudizhu's rule); whether the env has that player is checked when the env is built."""
-    if text in OPPONENTS or _PLAYER_NAME.match(text):
-        return
-    raise ConfigError(f"{field_name}={text!r}: allowed are {', '.join(OPPONENTS)} or one of the env's built-in "
-                      f"players (connect4: lookahead, search:<depth 1-9>; doudizhu: rule)")
-
-
-TRAINING_OPPONENTS = ("peers", "self", "league", "random")
-
-
-def opponent_mix(text: str, field_name: str = "env.opponents") -> dict[str, float]:
-    """'peers=0.5,search:2=0.25,random=0.25' -> {kind: probability} (weights normalised to sum 1). Whether a
-    built-in player exists in the env is checked when the env is built (actors/envs)."""
-    mix: dict[str, float] = {}
-    for item in (x.strip() for x in text.split(",")):
-        kind, _, weight = item.rpartition("=")
-        try:
-            w = float(weight)
-        except ValueError:
-            w = -1.0
-        if not kind or not w >= 0 or kind in mix:
-            raise ConfigError(f"{field_name}={text!r}: expected kind=weight pairs with weights >= 0, each kind once "
-                              f"(e.g. peers=0.75,random=0.25); the bad item is {item!r}")
-        if kind not in TRAINING_OPPONENTS:
-            check_opponent(kind, field_name)   # a built-in player's name (random, lookahead, search:<depth>)
-        mix[kind] = w
-    total = sum(mix.values())
-    if total <= 0:
-        raise ConfigError(f"{field_name}={text!r}: the weights must not all be 0")
-    return {k: w / total for k, w in mix.items()}
 
 
 def parse_override(item: str) -> tuple[str, Any]:

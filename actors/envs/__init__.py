@@ -6,7 +6,8 @@ import importlib
 import inspect
 
 from magicmask.actors.envs.base import AgentEnv, random_legal
-from magicmask.protocol.config import OPPONENTS, TRAINING_OPPONENTS, Config, ConfigError, opponent_mix
+from magicmask.protocol.config import Config, ConfigError
+from magicmask.protocol.opponents import OPPONENTS, TRAINING_OPPONENTS, opponent_mix
 from magicmask.protocol.envspec import BUILTIN_ENVS, EnvSpec, check_env_name
 
 

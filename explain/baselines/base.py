@@ -64,6 +64,8 @@ class Explainer(ABC):
     name: str = ""
     fit_seconds: float = 0.0
     score_seconds: float = 0.0
+    env_steps: int = 0     # env steps the fit took beyond the recorded episodes (what a budget counts)
+    n_params: int = 0      # trainable parameters of the explainer's own model
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -71,6 +73,8 @@ class Explainer(ABC):
         self.fitted = False
         self.fit_seconds = 0.0
         self.score_seconds = 0.0
+        self.env_steps = 0
+        self.n_params = 0
 
     def fit(self, run: TrainedRun, agent: int, episodes: list[Episode], seed: int) -> None:
         """Prepare the explainer for `agent` of `run` (training where the method trains); `episodes` are

@@ -13,9 +13,15 @@ Model, following the structure of the authors' published code:
     episode is one batch element, so q(f_1..f_T) keeps its full within-episode covariance.
   - Mixing weights: input-dependent (EDGE's `weight_x=True`): a small MLP of H_t gives a logit per step,
     w = softmax over the episode's real steps (padded steps get weight 0), so the weights sum to 1.
-  - Likelihood (regression): y = sum_t w_t f_t + eps, eps ~ N(0, sigma^2), y = the episode's return
-    standardised over the training episodes. Its expected log-likelihood under q(f) is computed in closed
-    form: -0.5 log(2 pi sigma^2) - ((y - w'mu)^2 + w' Sigma w) / (2 sigma^2).
+  - Training episodes: the recorded (greedy) episodes plus, from the same seeds, the mask's explaining
+    replays and replays with a random action at each step with probability 0.1 and 0.3 (PERTURB_PROBS):
+    the greedy episodes alone often share one return (on gates all equal 3), and a model of the return
+    learns nothing from episodes whose returns do not vary. Their extra env steps are the fit's budget.
+  - Likelihood: for win/loss games (every return in {-1, 0, 1}) EDGE's classification likelihood, here
+    Bernoulli: P(win) = sigmoid(s), s = sum_t w_t f_t, with a draw as the label 1/2; its expected
+    log-likelihood under q(f) by Gauss-Hermite quadrature over s ~ N(w'mu, w' Sigma w). Otherwise
+    regression: y = s + eps, eps ~ N(0, sigma^2), y = the return standardised over the training episodes,
+    in closed form: -0.5 log(2 pi sigma^2) - ((y - w'mu)^2 + w' Sigma w) / (2 sigma^2).
   - Training: gpytorch VariationalELBO (num_data = episodes x padded length, see `WeightedSumLikelihood`)
     with Adam (lr 0.01, EDGE's) for cfg.explain.edge_epochs epochs over shuffled minibatches of BATCH
     episodes. Episodes of different lengths are padded at the end to the longest and masked; the GRU runs
@@ -23,10 +29,9 @@ Model, following the structure of the authors' published code:
   - Importance = w_t of the episode (it sums to 1 per episode; EDGE min-max normalises it per episode,
     which does not change the ranking).
 
-Simplifications against the official code: regression likelihood only (no softmax classification
-likelihood for win/loss outcomes); no L1 penalty on the mixing weights (with softmax weights it is constant);
-no learning-rate decay; smaller default sizes (the 2-core test machine); float64 throughout for a stable
-Cholesky. With few episodes (10) it trains, but the weights mean little when all returns are equal.
+Simplifications against the official code: a Bernoulli instead of a softmax over outcome classes; no L1
+penalty on the mixing weights (with softmax weights it is constant); no learning-rate decay; smaller default
+sizes (the 2-core test machine); float64 throughout for a stable Cholesky.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ import torch
 from torch import nn
 
 from magicmask.explain.baselines.base import Explainer, seeded
+from magicmask.explain.episodes import record_episode
 
 with warnings.catch_warnings():  # gpytorch's import uses torch.jit.script, deprecated in recent torch
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -71,6 +77,29 @@ class WeightedSumLikelihood(gpytorch.likelihoods.Likelihood):
         var = (weights[..., None, :] @ cov @ weights[..., :, None])[..., 0, 0]
         s2 = self.noise
         ell = -0.5 * torch.log(2 * math.pi * s2) - ((observations - pred) ** 2 + var) / (2 * s2)
+        T = mu.shape[-1]
+        return (ell / T)[..., None].expand(*ell.shape, T)
+
+
+class WeightedSumBernoulliLikelihood(WeightedSumLikelihood):
+    """p(win | f) = sigmoid(sum_t w_t f_t) for win/loss games, y in {0, 1/2, 1} (loss, draw, win); the same
+    [B, T] scaling of `expected_log_prob` as the regression likelihood."""
+
+    def __init__(self):
+        super().__init__()
+        self.quadrature = gpytorch.utils.quadrature.GaussHermiteQuadrature1D()
+
+    def forward(self, function_samples, weights=None, **kwargs):
+        return torch.distributions.Bernoulli(logits=(function_samples * weights).sum(-1))
+
+    def expected_log_prob(self, observations, function_dist, weights=None, **kwargs):
+        mu, cov = function_dist.mean, function_dist.covariance_matrix
+        pred = (weights * mu).sum(-1)
+        var = (weights[..., None, :] @ cov @ weights[..., :, None])[..., 0, 0].clamp_min(1e-10)
+        s_dist = torch.distributions.Normal(pred, var.sqrt())
+        y = observations
+        ell = self.quadrature(lambda s: y * nn.functional.logsigmoid(s) + (1 - y) * nn.functional.logsigmoid(-s),
+                              s_dist)
         T = mu.shape[-1]
         return (ell / T)[..., None].expand(*ell.shape, T)
 
@@ -135,18 +164,37 @@ class EdgeExplainer(Explainer):
     N_INDUCING = 100
     BATCH = 16
     LR = 0.01
+    PERTURB_PROBS = (0.1, 0.3)
+
+    def training_episodes(self, run, agent, episodes, seed) -> list:
+        """The recorded episodes and, from their seeds, masked and randomly perturbed replays."""
+        env, policy = run.make_env(agent), run.policies[agent]
+        rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, agent, 0xED9E])
+        extra = [record_episode(env, policy, agent, ep.seed, masked=True, rng=rng) for ep in episodes]
+        for p in self.PERTURB_PROBS:
+            extra += [record_episode(env, policy, agent, ep.seed, masked=False, rng=rng, perturb_prob=p)
+                      for ep in episodes]
+        env.close()
+        self.env_steps = sum(ep.length for ep in extra)
+        return [*episodes, *extra]
 
     def _fit(self, run, agent, episodes, seed):
         if not episodes:
             raise ValueError("edge: needs recorded episodes to learn from (offline method)")
+        episodes = self.training_episodes(run, agent, episodes, seed)
         n_actions = run.policies[agent].nets.n_actions
         obs_dim = int(np.prod(episodes[0].obs.shape[1:]))
         T = max(ep.length for ep in episodes)
         obs, act, valid = pad(episodes, T)
         y = torch.tensor([ep.ret for ep in episodes], dtype=torch.float64)
-        std = float(y.std()) if len(y) > 1 else 0.0
-        self.y_mean, self.y_std = float(y.mean()), (std if std > 1e-8 else 1.0)
-        y = (y - self.y_mean) / self.y_std
+        self.classify = bool(((y == -1) | (y == 0) | (y == 1)).all())
+        if self.classify:    # win/draw/loss -> 1, 1/2, 0
+            self.y_mean, self.y_std = 0.0, 1.0
+            y = (y + 1) / 2
+        else:
+            std = float(y.std()) if len(y) > 1 else 0.0
+            self.y_mean, self.y_std = float(y.mean()), (std if std > 1e-8 else 1.0)
+            y = (y - self.y_mean) / self.y_std
         N = len(episodes)
         with seeded(seed * 1000003 + agent + 29):
             gen = torch.Generator().manual_seed(int(seed) * 7919 + agent + 29)
@@ -159,7 +207,7 @@ class EdgeExplainer(Explainer):
             inducing = pts[torch.randperm(len(pts), generator=gen)[:m]].clone()
             inducing += 1e-3 * torch.randn(inducing.shape, generator=gen, dtype=inducing.dtype)  # no duplicates
             self.gp = EdgeGP(inducing, self.FEAT).double()
-            self.likelihood = WeightedSumLikelihood().double()
+            self.likelihood = (WeightedSumBernoulliLikelihood() if self.classify else WeightedSumLikelihood()).double()
             mll = gpytorch.mlls.VariationalELBO(self.likelihood, self.gp, num_data=N * T)
             params = [*self.encoder.parameters(), *self.gp.parameters(), *self.likelihood.parameters()]
             opt = torch.optim.Adam(params, lr=self.LR)
@@ -176,6 +224,7 @@ class EdgeExplainer(Explainer):
                     total += float(loss.detach()) * len(idx)
                 self.losses.append(total / N)
         self.encoder.eval(); self.gp.eval(); self.likelihood.eval()
+        self.n_params = sum(p.numel() for p in params)
         for p in params:
             p.requires_grad_(False)
 
@@ -190,11 +239,14 @@ class EdgeExplainer(Explainer):
         return self._forward([ep])[1][0].numpy()
 
     def predict_return(self, episodes) -> np.ndarray:
-        """The model's predicted return sum_t w_t E[f_t] per episode (in return units)."""
+        """The model's predicted return per episode, in return units: sum_t w_t E[f_t] (regression) or
+        2 sigmoid(sum_t w_t E[f_t]) - 1, the expected outcome of a win/loss game at the mean latent."""
         z, w, _ = self._forward(episodes)
         with torch.no_grad(), gpytorch.settings.fast_pred_var(False):
-            mu = self.gp(z).mean
-        return ((w * mu).sum(-1) * self.y_std + self.y_mean).numpy()
+            s = (w * self.gp(z).mean).sum(-1)
+        if self.classify:
+            return (2 * torch.sigmoid(s) - 1).numpy()
+        return (s * self.y_std + self.y_mean).numpy()
 
     def _importance(self, ep):
         return self.weights(ep)

@@ -4,13 +4,16 @@ importance(s) = max_a Q(s, a) - mean_a Q(s, a), both over the LEGAL actions of s
 With a uniform default policy this is also Huang et al.'s criticality. Our policies are PPO agents without a
 Q head, so Q is approximated post hoc on the frozen policy's data, exactly as follows:
 
-  1. Data: COLLECT_STEPS env steps (run.make_env(agent); shared worlds play the uniform random opponent),
+  1. Data: COLLECT_STEPS env steps (run.make_env(agent): the other seats as explain.opponent says),
      acting with the frozen policy's greedy action, replaced with probability EPSILON by a uniform random
      legal action so that every action is tried in the states the policy visits. Stored per step:
      (s, legal, a, r, s', legal', terminated, truncated). Episode seeds come from the fit seed.
-  2. Q head: a 2-hidden-layer tanh MLP obs -> Q[A] (`StackedMLP`, one slice).
+  2. Q head: a network of the agent's own architecture (`build_nets`: the same MLP, or the Nature CNN torso for
+     images), whose policy head gives Q(s, .) over the actions.
   3. Fitted Q evaluation of the GREEDY target policy pi (the policy the recorded episodes show), for
-     cfg.explain.lazymdp_epochs epochs. Each epoch freezes a copy Q_tgt of the head and regresses, over the
+     max(cfg.explain.lazymdp_epochs, the longest episode seen) iterations: value travels one step back per
+     iteration, so fewer than an episode's length would leave the early steps blind to its outcome. Each
+     iteration freezes a copy Q_tgt of the head and regresses, over the
      whole data set in shuffled minibatches (Adam, Huber loss),
          Q(s, a) <- r + gamma * (1 - terminated) * Q_tgt(s', pi(s'))
      (gamma = cfg.ppo.gamma; a truncated step bootstraps from its real final observation). Before the first
@@ -29,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from magicmask.explain.baselines.base import Explainer, greedy_actions, seeded
-from magicmask.models.networks import StackedMLP
+from magicmask.models.networks import build_nets
 
 
 def legal_gap(q: np.ndarray, legal: np.ndarray) -> np.ndarray:
@@ -47,7 +50,6 @@ class LazyMDPExplainer(Explainer):
     EPSILON = 0.3
     BATCH = 256
     LR = 1e-3
-    HIDDEN = 64
 
     def _fit(self, run, agent, episodes, seed):
         cfg = self.cfg
@@ -57,17 +59,22 @@ class LazyMDPExplainer(Explainer):
         S, L, A, R, S2, L2, TERM = [], [], [], [], [], [], []
         ep_seed = int(rng.integers(2**31))
         o, lg, _ = env.reset(seed=ep_seed)
+        longest = max((ep.length for ep in episodes), default=1)
+        ep_len = 0
         for _ in range(self.COLLECT_STEPS):
             own = int(greedy_actions(policy.forward(o[None])[0], lg[None])[0])
             a = int(np.flatnonzero(lg)[rng.integers(lg.sum())]) if rng.random() < self.EPSILON else own
             o2, lg2, r, term, trunc, _ = env.step(a)
-            S.append(np.asarray(o, np.float32).reshape(-1)); L.append(lg); A.append(a); R.append(r)
-            S2.append(np.asarray(o2, np.float32).reshape(-1)); L2.append(lg2); TERM.append(term)
+            S.append(np.asarray(o)); L.append(lg); A.append(a); R.append(r)
+            S2.append(np.asarray(o2)); L2.append(lg2); TERM.append(term)
+            ep_len += 1
             if term or trunc:
+                longest, ep_len = max(longest, ep_len), 0
                 ep_seed += 1
                 o2, lg2, _ = env.reset(seed=ep_seed)
             o, lg = o2, lg2
         env.close()
+        self.env_steps, self.iterations = self.COLLECT_STEPS, max(cfg.explain.lazymdp_epochs, longest)
         s, a, r = torch.from_numpy(np.stack(S)), torch.tensor(A), torch.tensor(R, dtype=torch.float32)
         s2 = np.stack(S2)
         not_term = 1.0 - torch.tensor(TERM, dtype=torch.float32)
@@ -77,20 +84,22 @@ class LazyMDPExplainer(Explainer):
         gamma, n = cfg.ppo.gamma, len(A)
         with seeded(seed * 1000003 + agent + 17):
             gen = torch.Generator().manual_seed(int(seed) * 7919 + agent + 17)
-            self.q = StackedMLP(1, s.shape[1], self.HIDDEN, policy.nets.n_actions, 1.0, generator=gen)
-            opt = torch.optim.Adam(self.q.parameters(), lr=self.LR)
+            self.q = build_nets(env.spec, cfg.ppo, cfg.mask, 1, seed=int(gen.initial_seed()) & 0x7FFFFFFF)
+            params = self.q.policy_parameters()
+            self.n_params = sum(p.numel() for p in params)
+            opt = torch.optim.Adam(params, lr=self.LR)
             self.losses = []
-            for epoch in range(cfg.explain.lazymdp_epochs):
+            for epoch in range(self.iterations):
                 with torch.no_grad():
                     if epoch == 0:
                         target = r.clone()
                     else:
                         q_tgt = copy.deepcopy(self.q)
-                        q_next = q_tgt(s2[None])[0].gather(1, next_a[:, None])[:, 0]
+                        q_next = self._q(q_tgt, s2).gather(1, next_a[:, None])[:, 0]
                         target = r + gamma * not_term * q_next
                 total = 0.0
                 for idx in torch.randperm(n, generator=gen).split(self.BATCH):
-                    pred = self.q(s[idx][None])[0].gather(1, a[idx][:, None])[:, 0]
+                    pred = self._q(self.q, s[idx]).gather(1, a[idx][:, None])[:, 0]
                     loss = F.smooth_l1_loss(pred, target[idx])
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -99,11 +108,15 @@ class LazyMDPExplainer(Explainer):
                 self.losses.append(total / n)
         self.q.requires_grad_(False)
 
+    @staticmethod
+    def _q(nets, obs: torch.Tensor) -> torch.Tensor:
+        """Q(s, .) [B, A]: the policy head of a network of the agent's architecture."""
+        return nets(obs[None])[0][0]
+
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         """The fitted Q(s, .) for observations obs[B, ...] -> [B, A]."""
-        x = torch.as_tensor(np.asarray(obs, np.float32).reshape(len(obs), -1))[None]
         with torch.no_grad():
-            return self.q(x)[0].double().numpy()
+            return self._q(self.q, torch.as_tensor(np.asarray(obs))).double().numpy()
 
     def _importance(self, ep):
         return legal_gap(self.q_values(ep.obs), ep.legal)

@@ -3,20 +3,24 @@
 What it does, per agent:
   - The target policy (run.policies[agent]) is FROZEN and acts greedily (argmax over legal actions), as the
     target in RICE's mask training does. It is part of the environment of the explanation MDP.
-  - A post-hoc mask net (its own 2-hidden-layer tanh MLP, `StackedMLP` with one slice) outputs one logit
-    per state; P(keep | s) = sigmoid(logit). The mask action is keep/blind, with the code's convention
+  - A post-hoc mask net with the agent's own architecture (`build_nets`: the same MLP, or the same Nature CNN
+    torso for images, so that the baseline is not handicapped by a weaker network) whose mask head outputs one
+    logit per state; P(keep | s) = sigmoid(logit). Only its mask head, mask critic and mask torso train.
+    The mask action is keep/blind, with the code's convention
     **1 = keep** (the paper writes 1 = blind); on a blinded step the agent takes a uniform random legal
     action other than the target's greedy action (StateMask paper / DouZero; the target's own action when
     it is the only legal one).
   - RICE's simplification replaces StateMask's primal-dual lambda machinery by a reward bonus:
     the mask is rewarded r_t + alpha * 1[blind_t], alpha = cfg.mask.alpha (RICE used 0.01 on Hopper; the
     gates preset uses 0.05).
-  - Trained with PPO: its own critic (another MLP), GAE (gamma = cfg.ppo.gamma, lambda = cfg.ppo.gae_lambda),
+  - Trained with PPO: its own critic (the net's mask critic), GAE (gamma = cfg.ppo.gamma,
+    lambda = cfg.ppo.gae_lambda),
     the clipped objective (learner.batched_ppo.clipped_policy_loss with importance weight 1, i.e. plain PPO),
     value loss, a small entropy bonus (0.01, StateMask's Pong setting) and Adam; N_ENVS env copies made with
     run.make_env(agent, i) (shared worlds play the uniform random opponent), ROLLOUT steps per copy per
     update, EPOCHS passes of MINIBATCHES minibatches. Truncated episodes bootstrap with the mask critic.
-  - Budget: cfg.explain.statemask_steps env steps in total (all copies), at least one update.
+  - Budget: cfg.explain.statemask_steps env steps in total (all copies), at least one update; the presets
+    set it per environment with the StateMask paper's budgets as the reference (deploy/configs/).
   - Importance = P(keep | s) on the recorded episode's observations.
 
 Not done (simplifications, as in RICE): no lambda step, no lasso / fused-lasso terms beyond the bonus,
@@ -31,7 +35,7 @@ import torch.nn.functional as F
 from magicmask.explain.baselines.base import Explainer, greedy_actions, random_other_legal, seeded
 from magicmask.models.ppo_loss import bernoulli_logp, clipped_policy_loss, clipped_value_loss, normalize
 from magicmask.models.gae import gae
-from magicmask.models.networks import StackedMLP
+from magicmask.models.networks import build_nets
 
 
 class StateMaskExplainer(Explainer):
@@ -43,13 +47,12 @@ class StateMaskExplainer(Explainer):
     ENT_COEF = 0.01
     CLIP = 0.2
     LR = 1e-3
-    HIDDEN = 64
 
     def _fit(self, run, agent, episodes, seed):
         cfg = self.cfg
         policy = run.policies[agent]
         envs = [run.make_env(agent, i) for i in range(self.N_ENVS)]
-        obs_dim = envs[0].spec.obs_dim
+        spec = envs[0].spec
         gamma, lam, alpha = cfg.ppo.gamma, cfg.ppo.gae_lambda, cfg.mask.alpha
         rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, agent, 0x57A7E])
         E, T = self.N_ENVS, self.ROLLOUT
@@ -58,9 +61,9 @@ class StateMaskExplainer(Explainer):
         self.returns: list[float] = []          # env returns of the masked behaviour, for diagnostics
         with seeded(seed * 1000003 + agent):
             gen = torch.Generator().manual_seed(int(seed) * 7919 + agent)
-            self.actor = StackedMLP(1, obs_dim, self.HIDDEN, 1, 0.01, 0.0, generator=gen)
-            self.critic = StackedMLP(1, obs_dim, self.HIDDEN, 1, 1.0, generator=gen)
-            params = [*self.actor.parameters(), *self.critic.parameters()]
+            self.nets = build_nets(spec, cfg.ppo, cfg.mask, 1, seed=int(gen.initial_seed()) & 0x7FFFFFFF)
+            params = self.nets.mask_parameters()
+            self.n_params = sum(p.numel() for p in params)
             opt = torch.optim.Adam(params, lr=self.LR, eps=1e-5)
 
             ep_seed = int(rng.integers(2**31))
@@ -72,7 +75,7 @@ class StateMaskExplainer(Explainer):
                 legal.append(lg)
             ep_ret = np.zeros(E)
             for _ in range(n_updates):
-                b_obs = np.zeros((T, E, obs_dim), np.float32)
+                b_obs = np.zeros((T, E, *spec.obs_shape), spec.obs_dtype)
                 b_blind = np.zeros((T, E), bool)
                 b_logp = np.zeros((T, E), np.float32)
                 b_val = np.zeros((T, E), np.float32)
@@ -81,13 +84,10 @@ class StateMaskExplainer(Explainer):
                 b_trunc = np.zeros((T, E), bool)
                 b_final = np.zeros((T, E), np.float32)
                 for t in range(T):
-                    o = np.stack(obs).reshape(E, -1).astype(np.float32)
+                    o = np.stack(obs)
                     lg = np.stack(legal)
-                    own = greedy_actions(policy.forward(np.stack(obs))[0], lg)
-                    with torch.no_grad():
-                        x = torch.from_numpy(o)[None]
-                        logit = self.actor(x)[0, :, 0]
-                        value = self.critic(x)[0, :, 0]
+                    own = greedy_actions(policy.forward(o)[0], lg)
+                    logit, value = self._mask(o, grad=False)
                     keep = torch.rand(E) < torch.sigmoid(logit)
                     blind = ~keep
                     b_obs[t], b_blind[t], b_val[t] = o, blind.numpy(), value.numpy()
@@ -100,35 +100,30 @@ class StateMaskExplainer(Explainer):
                         b_term[t, i], b_trunc[t, i] = term, trunc
                         if term or trunc:
                             if trunc and not term:
-                                with torch.no_grad():
-                                    xf = torch.as_tensor(np.asarray(o2, np.float32).reshape(1, 1, -1))
-                                    b_final[t, i] = float(self.critic(xf)[0, 0, 0])
+                                b_final[t, i] = float(self._mask(np.asarray(o2)[None], grad=False)[1][0])
                             self.returns.append(float(ep_ret[i]))
                             ep_ret[i] = 0.0
                             o2, lg2, _ = env.reset(seed=ep_seed)
                             ep_seed += 1
                         obs[i], legal[i] = o2, lg2
                 self.steps_done += E * T
-                with torch.no_grad():
-                    xb = torch.from_numpy(np.stack(obs).reshape(E, -1).astype(np.float32))[None]
-                    boot = self.critic(xb)[0, :, 0]
+                boot = self._mask(np.stack(obs), grad=False)[1]
                 adv, ret = gae(torch.from_numpy(b_rew), torch.from_numpy(b_val), torch.from_numpy(b_term),
                                torch.from_numpy(b_trunc), torch.from_numpy(b_final), boot, gamma, lam)
-                self._update(opt, params, torch.from_numpy(b_obs).reshape(T * E, -1),
+                self._update(opt, params, b_obs.reshape(T * E, *spec.obs_shape),
                              torch.from_numpy(b_blind).reshape(-1), torch.from_numpy(b_logp).reshape(-1),
                              torch.from_numpy(b_val).reshape(-1), adv.reshape(-1), ret.reshape(-1), gen)
         for env in envs:
             env.close()
-        self.actor.requires_grad_(False)
+        self.nets.requires_grad_(False)
+        self.env_steps = self.steps_done
 
     def _update(self, opt, params, obs, blind, logp_old, val_old, adv, ret, gen):
         n = obs.shape[0]
         for _ in range(self.EPOCHS):
             perm = torch.randperm(n, generator=gen)
             for idx in perm.tensor_split(self.MINIBATCHES):
-                x = obs[idx][None]
-                logit = self.actor(x)[0, :, 0]
-                value = self.critic(x)[0, :, 0]
+                logit, value = self._mask(obs[idx.numpy()], grad=True)
                 logp = bernoulli_logp(logit, blind[idx])
                 a = normalize(adv[idx])
                 pg = clipped_policy_loss(logp, logp_old[idx], logp_old[idx], a, self.CLIP, 1.0).mean()
@@ -141,11 +136,15 @@ class StateMaskExplainer(Explainer):
                 torch.nn.utils.clip_grad_norm_(params, 0.5)
                 opt.step()
 
+    def _mask(self, obs: np.ndarray, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mask logit[B], mask value[B]) of the post-hoc net on observations obs[B, ...]."""
+        with torch.set_grad_enabled(grad):
+            _, _, logit, value = self.nets(torch.as_tensor(np.asarray(obs))[None])
+        return logit[0], value[0]
+
     def keep_probability(self, obs: np.ndarray) -> np.ndarray:
         """P(keep | s) for observations obs[B, ...]."""
-        x = torch.as_tensor(np.asarray(obs, np.float32).reshape(len(obs), -1))[None]
-        with torch.no_grad():
-            return torch.sigmoid(self.actor(x)[0, :, 0]).double().numpy()
+        return torch.sigmoid(self._mask(obs, grad=False)[0]).double().numpy()
 
     def _importance(self, ep):
         return self.keep_probability(ep.obs)

@@ -6,9 +6,6 @@ One short gates run is trained per module (about 35-60 s on 2 CPU cores). MAGICM
 reuses an existing trained gates run directory instead (for quick iterations).
 """
 import dataclasses
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +17,6 @@ from magicmask.explain.baselines import make_explainer
 from magicmask.protocol.config import EXPLAINERS as NAMES
 from magicmask.explain.baselines.base import Explainer
 from magicmask.explain.episodes import load_run, record_episodes
-from magicmask.protocol.transport import free_ports as _free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 N_EPISODES = 10
@@ -28,23 +24,8 @@ SMALL = {"statemask_steps": 4096, "edge_epochs": 5, "lazymdp_epochs": 30}
 
 
 @pytest.fixture(scope="module")
-def gates_run(tmp_path_factory):
-    given = os.environ.get("MAGICMASK_TEST_GATES_RUN")
-    if given:
-        return load_run(given)
-    run_dir = tmp_path_factory.mktemp("baselines") / "gates"
-    names = ["learner_fragments_port", "learner_weights_port", "learner_router_port", "broker_reports_port",
-             "broker_snapshots_port", "broker_router_port", "metrics_port"]
-    sets = ["run.progress=false", "run.total_steps=20000",
-            *(f"net.{n}={p}" for n, p in zip(names, _free_ports(len(names))))]
-    cmd = [sys.executable, "-m", "magicmask.cli", "run", "--config", str(ROOT / "deploy/configs/gates.yaml"),
-           "--run-dir", str(run_dir)]
-    for s in sets:
-        cmd += ["--set", s]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400,
-                         env={**os.environ, "SDL_VIDEODRIVER": "dummy"})
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    return load_run(run_dir)
+def gates_run(trained_gates_run):
+    return load_run(trained_gates_run)
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ every available explainer plus a stand-in defined here; the tests then read the 
 import csv
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,6 @@ from magicmask.explain.baselines import make_explainer
 from magicmask.explain.pipeline import IMPORTANCE_COLUMNS
 from magicmask.explain.fidelity import FIDELITY_COLUMNS
 from magicmask.protocol import config as C
-from magicmask.protocol.transport import free_ports as _free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 EPISODES = 10
@@ -46,23 +43,9 @@ def factory(name, cfg):
     return StandIn(cfg) if name == "standin" else make_explainer(name, cfg)
 
 
-def net_overrides():
-    ports = _free_ports(7)
-    names = ["learner_fragments_port", "learner_weights_port", "learner_router_port",
-             "broker_reports_port", "broker_snapshots_port", "broker_router_port", "metrics_port"]
-    return [f"net.{n}={p}" for n, p in zip(names, ports)]
-
-
 @pytest.fixture(scope="module")
-def gates_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("explain") / "gates"
-    cmd = [sys.executable, "-m", "magicmask.cli", "run", "--config", str(ROOT / "deploy/configs/gates.yaml"),
-           "--run-dir", str(run_dir)]
-    for o in ["run.progress=false", "run.total_steps=20000", *net_overrides()]:
-        cmd += ["--set", o]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    return run_dir
+def gates_run(trained_gates_run):
+    return trained_gates_run
 
 
 @pytest.fixture(scope="module")

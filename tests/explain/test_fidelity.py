@@ -200,14 +200,3 @@ def test_summary_intervals_say_significant_only_when_the_drop_beats_the_control(
     topk = fidelity_summary([dict(r, mode="topk") for r in rows(ctrl + 5, ctrl)], [0.1])
     assert topk["topk_drop_minus_control_k10_ci"] == pytest.approx([5.0, 5.0]) and "drop_minus_control_k10" not in topk
 
-
-def test_write_png_roundtrip(tmp_path):
-    img = (np.arange(5 * 7 * 3) % 256).astype(np.uint8).reshape(5, 7, 3)
-    F.write_png(tmp_path / "a.png", img)
-    data = (tmp_path / "a.png").read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    try:
-        from PIL import Image
-    except ImportError:
-        return
-    assert (np.asarray(Image.open(tmp_path / "a.png")) == img).all()

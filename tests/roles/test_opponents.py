@@ -11,6 +11,7 @@ from magicmask.actors.envs.base import RANDOM_OPPONENT
 from magicmask.actors.league import League
 from magicmask.models.networks import build_nets
 from magicmask.protocol import config as C
+from magicmask.protocol.opponents import opponent_mix
 
 
 def _cfg(*extra):
@@ -19,10 +20,10 @@ def _cfg(*extra):
 
 
 def test_the_mixture_is_parsed_normalised_and_checked_against_the_env():
-    assert C.opponent_mix("peers=3,search:2=1") == {"peers": 0.75, "search:2": 0.25}
+    assert opponent_mix("peers=3,search:2=1") == {"peers": 0.75, "search:2": 0.25}
     for bad in ("peers", "peers=-1", "peers=1,peers=2", "Search=1", "peers=0"):
         with pytest.raises(C.ConfigError, match="env.opponents"):
-            C.opponent_mix(bad)
+            opponent_mix(bad)
     with pytest.raises(C.ConfigError, match="no built-in player 'rule'"):
         env_spec(_cfg("env.opponents=peers=1,rule=1"))         # doudizhu's player, not connect4's
     with pytest.raises(C.ConfigError, match="league opponents need agents of one network group"):
