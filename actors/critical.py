@@ -19,7 +19,7 @@ import time
 import numpy as np
 from prometheus_client import Counter, Gauge
 
-from magicmask.actors.state_keys import max_cosine
+from magicmask.actors.state_keys import best_match
 from magicmask.protocol import messages as M
 from magicmask.protocol.config import Config
 
@@ -72,6 +72,7 @@ class Guidance:
         self.incarnation = None       # broker incarnation of the snapshot in use
         self.created: float | None = None  # broker's created_at (wall clock) of the snapshot in use
         self.keys = np.zeros((0, cfg.actor.key_dim), np.float32)  # peers' critical states in it
+        self.scores = np.zeros(0)                                  # their scores (guidance weights)
         self.comm = {"snapshots_received": 0, "snapshots_applied": 0, "snapshot_gaps": 0, "delay_s_sum": 0.0,
                      "steps": 0, "use_steps": 0, "age_at_use_s_sum": 0.0, "stale_steps": 0, "guided_steps": 0}
         self.seq_gauge, self.gaps_counter = SNAP_SEQ.labels(agent), SNAP_GAPS.labels(agent)
@@ -97,10 +98,13 @@ class Guidance:
         self.comm["delay_s_sum"] += delay
         others = (msg.arrays["finders"] & ~np.int64(1 << self.agent)) != 0
         self.keys = np.ascontiguousarray(msg.arrays["keys"][others])
+        self.scores = np.clip(np.asarray(msg.arrays["scores"][others], np.float64), 0.0, 1.0)
 
     def guide(self, keys: np.ndarray, broker_alive: bool, rng: np.random.Generator) -> np.ndarray:
         """Which of the E states (their keys) a peer marked critical, each guided with probability
-        `actor.guidance_prob`; counts the snapshot's use."""
+        `actor.guidance_prob` x the matching entry's score (its finder's aged keep-probability, in [0, 1]): a
+        state reported long ago, or with little confidence, guides seldom, and one that has left the
+        broker's buffer not at all. Counts the snapshot's use."""
         n = len(keys)
         self.comm["steps"] += n
         if self.enabled and self.created is not None:  # a snapshot is in use: its age now
@@ -109,7 +113,8 @@ class Guidance:
             self.comm["stale_steps"] += n * (not broker_alive)
         if not (self.enabled and len(self.keys)):
             return np.zeros(n, bool)
-        guided = (max_cosine(keys, self.keys) >= self.rho) & (rng.random(n) < self.prob)
+        sims, match = best_match(keys, self.keys)
+        guided = (sims >= self.rho) & (rng.random(n) < self.prob * self.scores[match])
         self.guided_counter.inc(int(guided.sum()))
         self.comm["guided_steps"] += int(guided.sum())
         return guided

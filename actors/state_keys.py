@@ -22,6 +22,13 @@ class StateKeys:
 
 def max_cosine(keys: np.ndarray, bank: np.ndarray) -> np.ndarray:
     """Highest cosine similarity of each key to any key of the bank (-1 for an empty bank)."""
+    return best_match(keys, bank)[0]
+
+
+def best_match(keys: np.ndarray, bank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(highest cosine similarity, index of that bank key) for each key; (-1, 0) for an empty bank."""
     if bank.shape[0] == 0:
-        return np.full(keys.shape[0], -1.0, np.float32)
-    return (keys @ bank.T).max(axis=1)
+        return np.full(keys.shape[0], -1.0, np.float32), np.zeros(keys.shape[0], np.int64)
+    sims = keys @ bank.T
+    idx = sims.argmax(axis=1)
+    return sims[np.arange(len(keys)), idx], idx

@@ -83,7 +83,8 @@ class ActorConfig:
     key_dim: int = opt(32, "Dimension of the state keys (seeded random projection of observations).", ge=2, le=4096)
     key_seed: int = opt(12345, "Seed of the state-key projection; the same for every agent.", ge=0)
     guidance_prob: float = opt(
-        0.75, "Probability that a step whose state a peer marked critical is guided (left unperturbed). Below 1 "
+        0.75, "Probability that a step whose state a peer marked critical is guided (left unperturbed), times the "
+        "broker entry's score (its aged keep-probability, so stale or doubtful entries guide less). Below 1 "
         "so that the remaining visits still show the mask what perturbing that state costs: with 1, states "
         "shared early stay 'critical' forever and shared gates are forgotten (measured on gates).", ge=0.0, le=1.0)
     guidance_rho: float = opt(0.98, "Cosine similarity at which a state counts as one a peer marked critical.", gt=0.0, le=1.0)
