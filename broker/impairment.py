@@ -1,6 +1,6 @@
 """Seeded per-link network impairment, applied in the broker's own send path.
 
-Why in-process rather than `tc netem` (reference/distributed-rl.md section 8): over TCP netem "loss"
+Why in-process rather than the kernel's `tc netem`: over TCP netem "loss"
 becomes retransmission stalls, not lost messages, needs NET_ADMIN, and is not reproducible. Here every
 link (src, dst) -- agent ids, broker = -1 -- has its own random generator seeded from (comm.seed, src, dst),
 so a run's losses and delays do not depend on how links interleave (MATE's per-message delay heap and

@@ -19,7 +19,7 @@ episode's opponent kind, or uniformly at random in peers mode).
   objective does (Zha et al. 2021, douzero/env/env.py): the game is zero-sum between the sides, the critic's
   value reads as 2 P(win) - 1, and the gap between winning and losing is 2, which keeps the mask's per-step
   bonus alpha (0.05 x ~20 decisions) well below what a wrong critical decision loses
-  (reference/mask-training.md).
+  (docs/ALGORITHM.md, "The mask's measured defaults").
 - Seeding: `reset(seed)` reseeds RLCard's game generator, so the deal (and RLCard's own randomness) is a
   function of the seed; other seats draw from the base class's per-episode generator. RLCard builds a
   leader's legal moves from a Python set, whose order changes with PYTHONHASHSEED from process to process,

@@ -7,10 +7,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from markupsafe import Markup
 
 from magicmask.explain.episodes import load_run
 from magicmask.explain.saliency import saliency as mask_saliency
-from magicmask.explain.stats import mean_sd
+from magicmask.explain.stats import mean_sd, significant
 from magicmask.models.critical_scores import precision_at_k
 from magicmask.report import figures, pictures
 from magicmask.report.figures import ImageDir
@@ -161,6 +162,19 @@ def fidelity(fid: list[dict] | None, images: ImageDir, missing: str) -> Section:
     return _section("fidelity", render("section_fidelity.html", figures=figs, ks=ks, rows=rows))
 
 
+def with_interval(d: dict, key: str):
+    """A metric's value, or 'value [lo, hi]' with + / - when its 95% interval (`<key>_ci`, docs/metrics.md)
+    lies above / below 0: what is significant is marked where it is read."""
+    v, ci = d.get(key), d.get(f"{key}_ci")
+    if not (isinstance(ci, list) and len(ci) == 2 and isinstance(v, (int, float))):
+        return v
+    lo, hi = (float("nan") if x is None else float(x) for x in ci)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return v
+    mark = significant([lo, hi])
+    return Markup(f"{v:.3g} [{lo:.3g}, {hi:.3g}]" + (f" <b title='95% interval excludes 0'>{mark}</b>" if mark else ""))
+
+
 def comparison(metrics: dict | None, compare_md: str | None, compare_csv: list[list[str]] | None, missing: str,
                errors: dict | None = None) -> Section:
     """metrics.json as a table (method per column) with the wall-clock costs, failed explainers, compare.md/csv."""
@@ -169,10 +183,10 @@ def comparison(metrics: dict | None, compare_md: str | None, compare_csv: list[l
     methods = sorted(metrics or {}, key=method_key)
 
     def cells(key):
-        return [metrics[m].get(key) if isinstance(metrics[m], dict) else None for m in methods]
+        return [with_interval(metrics[m], key) if isinstance(metrics[m], dict) else None for m in methods]
     timing = ("fit_seconds", "score_seconds")
     names = list(dict.fromkeys(k for m in methods if isinstance(metrics[m], dict) for k in metrics[m]
-                               if k not in timing))
+                               if k not in timing and not k.endswith("_ci")))
     rows = [{"name": n, "derived": False, "cells": cells(n)} for n in names]
     rows += [{"name": label, "derived": True, "cells": cells(key)}
              for key, label in zip(timing, ("fit wall-clock (s)", "score wall-clock (s)"))]

@@ -105,7 +105,8 @@ def make_fake_run(run_dir: Path, agents: int = 2, episodes: int = 5, with_checkp
         w.writerows(fid_rows)
     (rep / "critical_states.jsonl").write_text("".join(json.dumps(s) + "\n" for s in states))
     metrics = {m: {"final_avg_reward": 2.9, "kl_policy_masked": 0.01 * i, "inter_agent_fidelity": 0.5,
-                   "reward_drop_k10": 12.0 + i, "fit_seconds": 1.5 * i, "score_seconds": 0.2}
+                   "reward_drop_k10": 12.0 + i, "fit_seconds": 1.5 * i, "score_seconds": 0.2,
+                   "drop_minus_control_k10": 4.0 - 3 * i, "drop_minus_control_k10_ci": [2.0 - 3 * i, 6.0 - 3 * i]}
                for i, m in enumerate(METHODS)}
     (rep / "metrics.json").write_text(json.dumps(metrics))
     if with_compare:
@@ -180,6 +181,9 @@ def test_report_from_fake_run_has_every_section_and_valid_pictures(tmp_path):
     assert "no ground truth" not in _section_text(text, "precision")
     comp = _section_text(text, "comparison")
     assert "fit wall-clock" in comp and "score wall-clock" in comp and "<table" in comp
+    # intervals shown with their metric and marked where they exclude 0 (method 0 above, method 1 across 0)
+    assert "drop_minus_control_k10_ci" not in comp
+    assert "4 [2, 6] <b" in comp and "1 [-1, 3]</td>" in comp
     assert "gates: fidelity K=10" in comp                          # compare.md rendered as a table
     fid = _section_text(text, "fidelity")
     assert "Team (joint window)" in fid and "K = 10 %" in fid and "K = 40 %" in fid
