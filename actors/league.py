@@ -15,6 +15,11 @@ from magicmask.protocol.config import Config
 from magicmask.protocol.envspec import EnvSpec
 
 
+# Opponent ids of league snapshots: far above any agent or seat id (a PettingZoo env passes its seat index to the
+# opponent callback, and may have more seats than the run has agents), so the two can never be confused.
+LEAGUE_ID0 = 1 << 20
+
+
 class League:
     def __init__(self, spec: EnvSpec, cfg: Config):
         self.spec, self.cfg = spec, cfg

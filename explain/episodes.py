@@ -11,7 +11,7 @@ import torch
 
 from magicmask.models.action_selection import softmax_legal
 from magicmask.actors.envs import make_env
-from magicmask.actors.envs.base import RANDOM_OPPONENT, TeamWorld
+from magicmask.actors.envs.base import RANDOM_OPPONENT, TeamWorld, random_legal
 from magicmask.actors.evaluation import play_episode
 from magicmask.learner import checkpoint
 from magicmask.models.networks import StackedNets, build_nets, group_nets
@@ -108,6 +108,8 @@ def seat_opponents(env, run: TrainedRun, agent: int, opponent: str) -> None:
             return others[seed % len(others)]
 
         def play(j, obs, legal):
+            if j not in players:   # a seat no agent of the run holds (a PettingZoo env with more seats)
+                return random_legal(rng[0], legal)
             return players[j].greedy(obs, legal) if greedy else players[j].sample(obs, legal, rng[0])
         env.set_opponent(play)
         env.set_opponent_schedule(schedule)

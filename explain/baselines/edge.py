@@ -3,8 +3,10 @@ return from its (state, action) sequence with a deep-kernel sparse variational G
 weighted sum over steps; a step's importance is its mixing weight.
 
 Model, following the structure of the authors' published code:
-  - Per-step encoder: a 2-layer tanh MLP of the flattened observation (ENC_HIDDEN units) concatenated with a
-    learned action embedding (ACT_EMB dims), fed into a GRU (RNN_HIDDEN units) -> hidden states H_t.
+  - Per-step encoder: the agent's own torso kind for the observation (the Nature CNN for images, as the
+    agent's networks read them, `models.networks.image_shape`; else a 2-layer tanh MLP of the flattened
+    observation, ENC_HIDDEN units) concatenated with a learned action embedding (ACT_EMB dims), fed into a
+    GRU (RNN_HIDDEN units) -> hidden states H_t.
   - Step embedding h_t = Linear(H_t) (FEAT dims); trajectory embedding g = Linear(H at the last real step)
     (FEAT dims). The GP input of step t is [h_t, g].
   - GP: a gpytorch ApproximateGP with N_INDUCING learned inducing points (initialised from the embeddings of
@@ -44,6 +46,7 @@ from torch import nn
 
 from magicmask.explain.baselines.base import Explainer, seeded
 from magicmask.explain.episodes import record_episode
+from magicmask.models.networks import StackedNatureCNN
 
 with warnings.catch_warnings():  # gpytorch's import uses torch.jit.script, deprecated in recent torch
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -119,37 +122,58 @@ class EdgeGP(gpytorch.models.ApproximateGP):
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
 
+class ImageTorso(nn.Module):
+    """The Nature CNN of the agent's networks (one slice of `StackedNatureCNN`) on [B, T, C, H, W] pixels."""
+
+    def __init__(self, image: tuple[int, int, int]):
+        super().__init__()
+        self.image = image
+        self.cnn = StackedNatureCNN(1, image[0], image[1:])
+        self.out_features = 512
+
+    def forward(self, obs):
+        b, t = obs.shape[:2]
+        return self.cnn(obs.reshape(1, b * t, *self.image)).reshape(b, t, -1)
+
+
 class EdgeEncoder(nn.Module):
     """(obs, action) sequences -> GP inputs [B, T, 2*feat] and mixing weights [B, T]."""
 
-    def __init__(self, obs_dim, n_actions, enc_hidden, act_emb, rnn_hidden, feat):
+    def __init__(self, obs_dim, n_actions, enc_hidden, act_emb, rnn_hidden, feat, image=None):
         super().__init__()
-        self.obs_mlp = nn.Sequential(nn.Linear(obs_dim, enc_hidden), nn.Tanh(),
-                                     nn.Linear(enc_hidden, enc_hidden), nn.Tanh())
+        if image is not None:
+            self.obs_encoder = ImageTorso(image)
+            width = self.obs_encoder.out_features
+        else:
+            self.obs_encoder = nn.Sequential(nn.Linear(obs_dim, enc_hidden), nn.Tanh(),
+                                             nn.Linear(enc_hidden, enc_hidden), nn.Tanh())
+            width = enc_hidden
         self.act_emb = nn.Embedding(n_actions, act_emb)
-        self.gru = nn.GRU(enc_hidden + act_emb, rnn_hidden, batch_first=True)
+        self.gru = nn.GRU(width + act_emb, rnn_hidden, batch_first=True)
         self.step_head = nn.Linear(rnn_hidden, feat)
         self.traj_head = nn.Linear(rnn_hidden, feat)
         self.weight_net = nn.Sequential(nn.Linear(rnn_hidden, rnn_hidden), nn.Tanh(), nn.Linear(rnn_hidden, 1))
 
     def forward(self, obs, actions, valid):
-        h, _ = self.gru(torch.cat([self.obs_mlp(obs), self.act_emb(actions)], -1))   # [B, T, H]
+        h, _ = self.gru(torch.cat([self.obs_encoder(obs), self.act_emb(actions)], -1))   # [B, T, H]
         last = valid.sum(-1).clamp_min(1) - 1
-        g = self.traj_head(h[torch.arange(h.shape[0]), last])                       # [B, feat]
+        g = self.traj_head(h[torch.arange(h.shape[0]), last])                           # [B, feat]
         z = torch.cat([self.step_head(h), g[:, None].expand(-1, h.shape[1], -1)], -1)
         logits = self.weight_net(h)[..., 0].masked_fill(~valid, float("-inf"))
         return z, torch.softmax(logits, -1)
 
 
-def pad(episodes, length: int):
-    """Episodes -> obs [B, T, D] float64, actions [B, T] int64, valid [B, T] bool (padded at the end)."""
-    B, D = len(episodes), int(np.prod(episodes[0].obs.shape[1:]))
-    obs = np.zeros((B, length, D))
+def pad(episodes, length: int, image=None):
+    """Episodes -> obs [B, T, D] float64 (images: [B, T, C, H, W]), actions [B, T] int64, valid [B, T] bool
+    (padded at the end)."""
+    B = len(episodes)
+    shape = tuple(image) if image is not None else (int(np.prod(episodes[0].obs.shape[1:])),)
+    obs = np.zeros((B, length, *shape))
     act = np.zeros((B, length), np.int64)
     valid = np.zeros((B, length), bool)
     for i, ep in enumerate(episodes):
         n = ep.length
-        obs[i, :n] = ep.obs.reshape(n, -1)
+        obs[i, :n] = ep.obs.reshape(n, *shape)
         act[i, :n] = ep.actions
         valid[i, :n] = True
     return torch.from_numpy(obs), torch.from_numpy(act), torch.from_numpy(valid)
@@ -184,8 +208,9 @@ class EdgeExplainer(Explainer):
         episodes = self.training_episodes(run, agent, episodes, seed)
         n_actions = run.policies[agent].nets.n_actions
         obs_dim = int(np.prod(episodes[0].obs.shape[1:]))
+        self.image = run.policies[agent].nets.image_shape   # the agent's networks read images with the CNN
         T = max(ep.length for ep in episodes)
-        obs, act, valid = pad(episodes, T)
+        obs, act, valid = pad(episodes, T, self.image)
         y = torch.tensor([ep.ret for ep in episodes], dtype=torch.float64)
         self.classify = bool(((y == -1) | (y == 0) | (y == 1)).all())
         if self.classify:    # win/draw/loss -> 1, 1/2, 0
@@ -199,7 +224,7 @@ class EdgeExplainer(Explainer):
         with seeded(seed * 1000003 + agent + 29):
             gen = torch.Generator().manual_seed(int(seed) * 7919 + agent + 29)
             self.encoder = EdgeEncoder(obs_dim, n_actions, self.ENC_HIDDEN, self.ACT_EMB, self.RNN_HIDDEN,
-                                       self.FEAT).double()
+                                       self.FEAT, self.image).double()
             with torch.no_grad():
                 z0, _ = self.encoder(obs, act, valid)
             pts = z0[valid]
@@ -229,7 +254,7 @@ class EdgeExplainer(Explainer):
             p.requires_grad_(False)
 
     def _forward(self, episodes):
-        obs, act, valid = pad(episodes, max(ep.length for ep in episodes))
+        obs, act, valid = pad(episodes, max(ep.length for ep in episodes), self.image)
         with torch.no_grad():
             z, w = self.encoder(obs, act, valid)
         return z, w, valid

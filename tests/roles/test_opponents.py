@@ -8,7 +8,7 @@ import pytest
 from magicmask.actors.actor import Actor
 from magicmask.actors.envs import env_spec, make_env
 from magicmask.actors.envs.base import RANDOM_OPPONENT
-from magicmask.actors.league import League
+from magicmask.actors.league import LEAGUE_ID0, League
 from magicmask.models.networks import build_nets
 from magicmask.protocol import config as C
 from magicmask.protocol.opponents import opponent_mix
@@ -58,6 +58,7 @@ def test_the_actor_draws_opponents_as_the_mixture_says(tmp_path):
     weights = build_nets(actor.spec, cfg.ppo, cfg.mask, 1, seed=0).agent_state(0)
     actor.league.offer(0, weights, 0)
     draws = Counter(actor.draw_opponent() for _ in range(2000))
-    assert draws[cfg.run.agents] == pytest.approx(0.2 * 2000, rel=0.2)   # league snapshot 0 is id n_agents + 0
+    assert draws[LEAGUE_ID0] == pytest.approx(0.2 * 2000, rel=0.2)   # league snapshot 0 is id LEAGUE_ID0 + 0
     obs, legal, _ = actor.envs[0].reset(seed=1)
-    assert legal[actor.play_other_seat(cfg.run.agents, obs, legal)]
+    assert legal[actor.play_other_seat(LEAGUE_ID0, obs, legal)]
+    assert legal[actor.play_other_seat(cfg.run.agents + 5, obs, legal)]   # a seat no agent holds: random, not league
