@@ -18,7 +18,7 @@ from magicmask.config_file import resolve_config
 from magicmask.explain.stats import fmt_mean_sd
 from magicmask.explain.tables import write_csv
 from magicmask.protocol import config as C
-from magicmask.protocol.transport import free_ports
+from magicmask.protocol.transport import free_run_ports
 
 
 def parse_grid(items) -> list[tuple[str, list[str]]]:
@@ -57,13 +57,16 @@ def run_dir(out: Path, cell: list[str], seed: int) -> Path:
     return Path(out) / "runs" / safe_name(cell_label(cell)) / f"seed{seed}"
 
 
+METRICS_BLOCK = 2 + 256   # metrics ports of a run: broker, learner, and one per agent up to run.agents' maximum
+
+
 def train_command(config: Path, rd: Path, seed: int, cell: list[str], overrides) -> list[str]:
     """The `magicmask run` of one (cell, seed) on free ports; the seed varies training and the explainers' own
     randomness alike (baseline training, random windows)."""
-    ports = free_ports(len(C.PORT_FIELDS) + 1)
+    ports, metrics = free_run_ports(len(C.PORT_FIELDS), METRICS_BLOCK)
     cmd = [sys.executable, "-m", "magicmask.cli", "run", "--config", str(config), "--run-dir", str(rd)]
     for o in [f"run.seed={seed}", f"explain.seed={seed}", "run.progress=false", *cell, *overrides,
-              *C.port_overrides(ports[:-1], metrics_port=ports[-1])]:
+              *C.port_overrides(ports, metrics_port=metrics)]:
         cmd += ["--set", o]
     return cmd
 

@@ -81,6 +81,36 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
+def free_run_ports(n_sockets: int, n_metrics: int, host: str = "127.0.0.1", tries: int = 100) -> tuple[list[int], int]:
+    """Ports for one run on this machine: `n_sockets` free ports for its sockets and the first of `n_metrics`
+    consecutive free ports for its metrics endpoints (net.metrics_port: broker, learner, one per agent), all
+    distinct. Every port is held open until all are picked, so a socket port never lands inside the metrics
+    block (free_ports alone checks each port, not the block after net.metrics_port)."""
+    for _ in range(tries):
+        socks = []
+        try:
+            base = _bind(host, 0, socks)
+            if base + n_metrics > 65536:
+                continue
+            for port in range(base + 1, base + n_metrics):
+                _bind(host, port, socks)
+            ports = [_bind(host, 0, socks) for _ in range(n_sockets)]
+            return ports, base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no block of {n_metrics} consecutive free ports on {host} after {tries} tries")
+
+
+def _bind(host: str, port: int, socks: list) -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    socks.append(s)
+    s.bind((host, port))
+    return s.getsockname()[1]
+
+
 class HeartbeatPublisher:
     """The guide's heartbeat: a `Heartbeat` {"role", "incarnation"} on a PUB socket's topic b"hb" at most
     every `interval_s` (call `beat()` often; it sends only when the interval has passed)."""

@@ -11,7 +11,7 @@ import numpy as np
 
 from magicmask.protocol import config as C
 from magicmask.protocol import messages as M
-from magicmask.protocol.transport import free_ports
+from magicmask.protocol.transport import free_run_ports
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -26,10 +26,11 @@ def chromium(args, timeout=120):
                               env={**os.environ, "HOME": profile})
 
 
-def free_port_overrides(metrics: bool = False) -> list[str]:
-    """`--set` items putting a run's six sockets on free loopback ports (metrics off unless asked for)."""
-    ports = free_ports(len(C.PORT_FIELDS) + 1)
-    return C.port_overrides(ports[:-1], ports[-1] if metrics else 0)
+def free_port_overrides(metrics: bool = False, agents: int = 8) -> list[str]:
+    """`--set` items putting a run's six sockets on free loopback ports and, when asked for, its metrics on a
+    free block (broker, learner, one per agent; metrics off otherwise)."""
+    ports, base = free_run_ports(len(C.PORT_FIELDS), 2 + agents)
+    return C.port_overrides(ports, base if metrics else 0)
 
 
 def fragment_arrays(cfg, spec, obs_shape=None):

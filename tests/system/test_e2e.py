@@ -21,14 +21,14 @@ from magicmask.actors.evaluation import play_episode, precision_at_k
 from magicmask.learner import checkpoint
 from magicmask.models.networks import nets_for
 from magicmask.protocol import config as C
+from tests.helpers import free_port_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def net_overrides(ports):
-    names = ["learner_fragments_port", "learner_weights_port", "learner_router_port",
-             "broker_reports_port", "broker_snapshots_port", "broker_router_port"]
-    return [f"net.{n}={p}" for n, p in zip(names, ports)] + [f"net.metrics_port={ports[6]}"]
+def net_overrides():
+    """Free socket ports and a free block of metrics ports for one run (tests/helpers.py)."""
+    return free_port_overrides(metrics=True)
 
 
 def run_cmd(run_dir, preset, overrides):
@@ -70,9 +70,9 @@ def greedy_eval(run_dir, agent, episodes=20):
 
 
 @pytest.mark.slow
-def test_gates_three_agents_learn_and_find_the_gates(tmp_path, free_ports):
+def test_gates_three_agents_learn_and_find_the_gates(tmp_path):
     run_dir = tmp_path / "gates"
-    res = subprocess.run(run_cmd(run_dir, "gates.yaml", ["run.agents=3", "run.progress=false", *net_overrides(free_ports(7))]),
+    res = subprocess.run(run_cmd(run_dir, "gates.yaml", ["run.agents=3", "run.progress=false", *net_overrides()]),
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     r = rows(run_dir)
@@ -89,12 +89,11 @@ def test_gates_three_agents_learn_and_find_the_gates(tmp_path, free_ports):
 
 
 @pytest.mark.slow
-def test_kill_one_actor_the_run_goes_on_and_it_comes_back(tmp_path, free_ports):
+def test_kill_one_actor_the_run_goes_on_and_it_comes_back(tmp_path):
     run_dir = tmp_path / "kill"
-    ports = free_ports(7)
     proc = subprocess.Popen(run_cmd(run_dir, "gates.yaml", ["run.agents=3", "run.total_steps=25000", "run.progress=false",
                                                              "learner.batch_deadline_s=2", "learner.liveness_s=3",
-                                                             *net_overrides(ports)]),
+                                                             *net_overrides()]),
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 120
@@ -121,11 +120,11 @@ def test_kill_one_actor_the_run_goes_on_and_it_comes_back(tmp_path, free_ports):
     assert any("1" in row["agents"] for row in later), "the restarted actor never contributed again"
 
 
-def test_connect4_short_run_writes_metrics_checkpoints_and_tensorboard(tmp_path, free_ports):
+def test_connect4_short_run_writes_metrics_checkpoints_and_tensorboard(tmp_path):
     run_dir = tmp_path / "c4"
     res = subprocess.run(run_cmd(run_dir, "connect4.yaml", ["run.agents=2", "run.total_steps=2048", "run.progress=false",
                                                             "env.eval_every=2", "env.eval_episodes=4",
-                                                            "learner.checkpoint_every=1", *net_overrides(free_ports(7))]),
+                                                            "learner.checkpoint_every=1", *net_overrides()]),
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     r = rows(run_dir)
@@ -136,7 +135,7 @@ def test_connect4_short_run_writes_metrics_checkpoints_and_tensorboard(tmp_path,
     assert (run_dir / "config.yaml").is_file() and "run directory:" in res.stdout
 
 
-def test_doudizhu_short_run_trains_both_network_groups(tmp_path, free_ports):
+def test_doudizhu_short_run_trains_both_network_groups(tmp_path):
     """Issue #4's smoke run for doudizhu: the landlord and the two peasants (two network groups) train through
     the real processes; every role reports its evaluation against RLCard's random and rule agents, the
     checkpoint holds both groups, and load_run rebuilds each agent from its own group."""
@@ -145,7 +144,7 @@ def test_doudizhu_short_run_trains_both_network_groups(tmp_path, free_ports):
     res = subprocess.run(run_cmd(run_dir, "doudizhu.yaml", ["run.total_steps=2048", "actor.fragment_len=64",
                                                             "env.eval_every=4", "env.eval_episodes=3",
                                                             "learner.checkpoint_every=2", "run.progress=false",
-                                                            *net_overrides(free_ports(7))]),
+                                                            *net_overrides()]),
                          cwd=ROOT, capture_output=True, text=True, timeout=420)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     r = rows(run_dir)
@@ -168,10 +167,10 @@ def test_bad_config_fails_before_any_process_starts(tmp_path):
     assert not (tmp_path / "x" / "logs").exists()
 
 
-def test_ctrl_c_stops_every_process_within_5s(tmp_path, free_ports):
+def test_ctrl_c_stops_every_process_within_5s(tmp_path):
     run_dir = tmp_path / "stop"
     proc = subprocess.Popen(run_cmd(run_dir, "gates.yaml", ["run.agents=2", "run.total_steps=10000000", "run.progress=false",
-                                                             *net_overrides(free_ports(7))]),
+                                                             *net_overrides()]),
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 90
@@ -192,9 +191,9 @@ def test_ctrl_c_stops_every_process_within_5s(tmp_path, free_ports):
     assert "learner stopped: interrupted" in (run_dir / "logs" / "learner.log").read_text()
 
 
-def test_resume_continues_from_the_last_checkpoint(tmp_path, free_ports):
+def test_resume_continues_from_the_last_checkpoint(tmp_path):
     run_dir = tmp_path / "resume"
-    ports = net_overrides(free_ports(7))
+    ports = net_overrides()
     first = subprocess.run(run_cmd(run_dir, "gates.yaml", ["run.agents=2", "run.total_steps=2048", "run.progress=false",
                                                            *ports]), cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
@@ -210,10 +209,10 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, free_ports):
     assert max(a["env_steps"] for a in after[-1]["agents"].values()) >= 4096
 
 
-def test_broker_death_stops_the_run_with_its_log_tail(tmp_path, free_ports):
+def test_broker_death_stops_the_run_with_its_log_tail(tmp_path):
     run_dir = tmp_path / "brokerdeath"
     proc = subprocess.Popen(run_cmd(run_dir, "gates.yaml", ["run.agents=2", "run.total_steps=10000000", "run.progress=false",
-                                                             *net_overrides(free_ports(7))]),
+                                                             *net_overrides()]),
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 90
@@ -240,10 +239,10 @@ def test_broker_death_stops_the_run_with_its_log_tail(tmp_path, free_ports):
     pytest.param("pong2.yaml", ["run.total_steps=256", "actor.fragment_len=32", "env.max_episode_steps=100"],
                  marks=pytest.mark.slow),
 ])
-def test_short_real_run_per_environment(tmp_path, free_ports, preset, overrides):
+def test_short_real_run_per_environment(tmp_path, preset, overrides):
     """Issue #4's smoke run: the environment trains through the real processes and writes its outputs."""
     run_dir = tmp_path / preset.split(".")[0]
-    res = subprocess.run(run_cmd(run_dir, preset, [*overrides, "run.progress=false", *net_overrides(free_ports(7))]),
+    res = subprocess.run(run_cmd(run_dir, preset, [*overrides, "run.progress=false", *net_overrides()]),
                          cwd=ROOT, capture_output=True, text=True, timeout=420)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     r = rows(run_dir)
@@ -254,14 +253,14 @@ def test_short_real_run_per_environment(tmp_path, free_ports, preset, overrides)
 
 
 @pytest.mark.slow
-def test_grf_3v1_short_real_run(tmp_path, free_ports):
+def test_grf_3v1_short_real_run(tmp_path):
     """Issue #4's smoke run for grf-3v1: three actors with four gfootball engines each train through the real
     processes (one evaluation included) and write metrics and checkpoints. Skipped without gfootball."""
     pytest.importorskip("gfootball_engine", reason="gfootball is not installed: deploy/install-football.sh",
                         exc_type=ImportError)   # also a package whose engine did not build
     run_dir = tmp_path / "grf"
     overrides = ["run.total_steps=2048", "actor.fragment_len=128", "env.eval_every=1000", "env.eval_episodes=1",
-                 "run.progress=false", *net_overrides(free_ports(7))]
+                 "run.progress=false", *net_overrides()]
     res = subprocess.run(run_cmd(run_dir, "grf-3v1.yaml", overrides), cwd=ROOT, capture_output=True, text=True,
                          timeout=420)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
