@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
-import torch
 
-from magicmask.models.action_selection import softmax_legal
-from magicmask.models.networks import StackedNets, build_nets
+from magicmask.models.action_selection import sample_rows, softmax_legal
+from magicmask.models.inference import NumpyNets, TorchNets, inference
+from magicmask.models.networks import build_nets
 from magicmask.protocol.config import Config
 from magicmask.protocol.envspec import EnvSpec
 
@@ -24,7 +24,8 @@ class League:
     def __init__(self, spec: EnvSpec, cfg: Config):
         self.spec, self.cfg = spec, cfg
         self.every = cfg.env.league_every
-        self.snapshots: deque[tuple[int, int, StackedNets]] = deque(maxlen=cfg.env.league_size)  # (agent, version, nets)
+        # (agent, version, inference nets): models/inference.py
+        self.snapshots: deque[tuple[int, int, NumpyNets | TorchNets]] = deque(maxlen=cfg.env.league_size)
         self.last_kept: dict[int, int] = {}   # agent -> version of its newest snapshot
 
     def __len__(self) -> int:
@@ -37,7 +38,7 @@ class League:
         nets = build_nets(self.spec.for_agent(agent), self.cfg.ppo, self.cfg.mask, 1)
         nets.requires_grad_(False)
         nets.load_agent_state(0, arrays)
-        self.snapshots.append((agent, version, nets))
+        self.snapshots.append((agent, version, inference(nets)))
         self.last_kept[agent] = version
         return True
 
@@ -49,10 +50,6 @@ class League:
         """A uniformly chosen snapshot's index, or None while the league is empty."""
         return int(rng.integers(len(self.snapshots))) if self.snapshots else None
 
-    @torch.no_grad()
     def act(self, index: int, obs: np.ndarray, legal: np.ndarray, rng: np.random.Generator) -> int:
         """Snapshot `index`'s move, sampled from its policy over the legal actions."""
-        nets = self.snapshots[index][2]
-        logits = nets(torch.as_tensor(obs)[None, None])[0][0].numpy()
-        p = softmax_legal(logits, legal[None])[0].astype(np.float64)
-        return int(rng.choice(len(p), p=p / p.sum()))
+        return int(sample_rows(rng, softmax_legal(self.snapshots[index][2].logits(obs[None]), legal[None]))[0])

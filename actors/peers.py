@@ -3,9 +3,9 @@ peers play the other seats of a shared world (Connect Four, Dou Dizhu, highway, 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from magicmask.models.action_selection import softmax_legal
+from magicmask.models.action_selection import sample_rows, softmax_legal
+from magicmask.models.inference import NumpyNets, TorchNets, inference
 from magicmask.models.networks import StackedNets, build_nets
 from magicmask.protocol.config import Config
 from magicmask.protocol.envspec import EnvSpec
@@ -17,7 +17,8 @@ class PeerPolicies:
 
     def __init__(self, spec: EnvSpec, cfg: Config):
         self.spec, self.cfg = spec, cfg
-        self.nets: dict[int, StackedNets] = {}
+        self.nets: dict[int, StackedNets] = {}           # the loaded weights (torch)
+        self.fast: dict[int, NumpyNets | TorchNets] = {}  # what acting runs (models/inference.py)
         self.versions: dict[int, int] = {}  # agent -> policy version of the weights loaded
         self.rng = np.random.default_rng()
 
@@ -29,6 +30,7 @@ class PeerPolicies:
             net.requires_grad_(False)
         net.load_agent_state(0, arrays)
         self.nets[agent] = net
+        self.fast[agent] = inference(net)
         self.versions[agent] = version
 
     def is_newer(self, agent: int, version: int) -> bool:
@@ -39,12 +41,9 @@ class PeerPolicies:
         """A restarted learner numbers its versions anew: take whatever it sends next."""
         self.versions.clear()
 
-    @torch.no_grad()
     def forward(self, agent: int, obs: np.ndarray, actions: np.ndarray | None = None):
         """obs[B, ...] -> logits[B, A] (only the columns `actions` when given), value, m, mask value."""
-        cols = None if actions is None else torch.as_tensor(actions)
-        logits, value, mlogit, mvalue = self.nets[agent](torch.as_tensor(obs)[None], actions=cols)
-        return logits[0].numpy(), value[0].numpy(), torch.sigmoid(mlogit[0]).numpy(), mvalue[0].numpy()
+        return self.fast[agent].forward(obs, actions)
 
     def values(self, agent: int, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """obs[B, ...] -> (value[B], mask value[B]): what bootstraps a cut-off fragment or episode."""
@@ -56,5 +55,5 @@ class PeerPolicies:
         if agent not in self.nets:
             return int(self.rng.choice(np.flatnonzero(legal)))
         cols = np.flatnonzero(legal)  # logits of the legal actions only (Dou Dizhu: a handful of 27,472)
-        p = softmax_legal(self.forward(agent, obs[None], cols)[0], np.ones((1, len(cols)), bool))[0]
-        return int(cols[self.rng.choice(len(p), p=p)])
+        p = softmax_legal(self.fast[agent].logits(obs[None], cols), np.ones((1, len(cols)), bool))
+        return int(cols[sample_rows(self.rng, p)[0]])

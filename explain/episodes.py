@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from magicmask.models.action_selection import softmax_legal
+from magicmask.models.action_selection import sample_rows, softmax_legal
+from magicmask.models.inference import inference
 from magicmask.actors.envs import make_env
 from magicmask.actors.envs.base import RANDOM_OPPONENT, TeamWorld, random_legal
 from magicmask.actors.evaluation import play_episode
@@ -46,26 +46,23 @@ class Episode:
 
 
 class AgentPolicy:
-    """One trained agent (policy, value, mask), inference only."""
+    """One trained agent (policy, value, mask), inference only (models/inference.py)."""
 
     def __init__(self, nets: StackedNets, tau: float):
         self.nets, self.tau = nets, tau
         self.nets.requires_grad_(False)
+        self.fast = inference(nets)
 
-    @torch.no_grad()
     def forward(self, obs: np.ndarray):
         """obs[B, ...] -> (logits[B, A], value[B], m[B], mask_value[B]) as numpy."""
-        lo, v, ml, mv = self.nets(torch.as_tensor(np.asarray(obs))[None])
-        return lo[0].numpy(), v[0].numpy(), torch.sigmoid(ml[0]).numpy(), mv[0].numpy()
+        return self.fast.forward(obs)
 
     def greedy(self, obs: np.ndarray, legal: np.ndarray) -> int:
-        logits = self.forward(obs[None])[0]
-        return int(softmax_legal(logits, legal[None])[0].argmax())
+        return int(softmax_legal(self.fast.logits(obs[None]), legal[None])[0].argmax())
 
     def sample(self, obs: np.ndarray, legal: np.ndarray, rng: np.random.Generator) -> int:
         """An action drawn from the policy over the legal actions."""
-        p = softmax_legal(self.forward(obs[None])[0], legal[None])[0].astype(np.float64)
-        return int(rng.choice(len(p), p=p / p.sum()))
+        return int(sample_rows(rng, softmax_legal(self.fast.logits(obs[None]), legal[None]))[0])
 
 
 @dataclass

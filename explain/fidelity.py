@@ -9,7 +9,9 @@ For an episode the agent played unmasked and an explainer's per-step importance 
      agent's greedy policy to the end;
   3. `fidelity_score` = log(p_d) - log(p_l), p_d = max(|R - R'| / d_max, 1e-3), p_l = l / L (higher is better);
   4. the control: the same replay with as many steps chosen at random (window: a window of equal length at a
-     seeded random start; topk: that many seeded random steps).
+     seeded random start; topk: that many seeded random steps);
+  5. with `explain.replays` R > 1, steps 2-4 R times with fresh random actions (and control steps), averaged:
+     the same expectation estimated with less noise per episode, so narrower intervals for the same episodes.
 `fidelity_rows` does this for one agent, every method, every K and every mode, and returns the rows of
 fidelity.csv.
 """
@@ -113,11 +115,10 @@ def replay_steps(run: TrainedRun, agent: int, ep: Episode, steps, rng: np.random
         if t < first:
             a = int(ep.actions[t])
         else:
-            logits, _, m, _ = pol.forward(obs[None])
-            own = int(softmax_legal(logits, legal[None])[0].argmax())
+            own = int(softmax_legal(pol.fast.logits(obs[None]), legal[None])[0].argmax())
             if t in perturb:
                 a = random_other_legal(rng, legal, own)
-            elif masked and m[0] <= pol.tau:
+            elif masked and pol.forward(obs[None])[2][0] <= pol.tau:
                 idx = np.flatnonzero(legal)
                 a = int(idx[rng.integers(len(idx))])
             else:
@@ -160,36 +161,41 @@ def fidelity_modes(setting: str) -> tuple[str, ...]:
     return FIDELITY_MODES if setting == "both" else (setting,)
 
 
-def _perturbed_and_control(mode: str, imp: np.ndarray, kf: float, seed: int, agent: int, i: int, ki: int):
+def _perturbed_and_control(mode: str, imp: np.ndarray, kf: float, seed: int, agent: int, i: int, ki: int,
+                           replay: int = 0):
     """(steps, control steps) of one (episode, K) in `mode`; the control has as many steps, seeded by
-    (seed, agent, episode, K, count) so that it is the same for every method choosing that many."""
+    (seed, agent, episode, K, count, replay) so that it is the same for every method choosing that many."""
     L = len(imp)
     if mode == "window":
         s, n = select_window(imp, kf)
-        cs = int(keyed_rng(seed, 2, agent, i, ki, n).integers(L - n + 1))
+        cs = int(keyed_rng(seed, 2, agent, i, ki, n, replay).integers(L - n + 1))
         return np.arange(s, s + n), np.arange(cs, cs + n)
     steps = select_topk(imp, kf)
-    control = np.sort(keyed_rng(seed, 3, agent, i, ki, len(steps)).choice(L, len(steps), replace=False))
+    control = np.sort(keyed_rng(seed, 3, agent, i, ki, len(steps), replay).choice(L, len(steps), replace=False))
     return steps, control
 
 
 def fidelity_rows(run: TrainedRun, agent: int, episodes: list[Episode], importance: dict[str, list[np.ndarray]],
-                  k_fracs, seed: int = 0, d_max: float | None = None, modes=("window",)) -> list[dict]:
+                  k_fracs, seed: int = 0, d_max: float | None = None, modes=("window",), replays: int = 1) -> list[dict]:
     """Rows of fidelity.csv for one agent: every method (importance[method][i] is the importance over
     episodes[i]) at every K, in every mode of `modes` (window, topk). Common random numbers: the random
-    actions of a replay are seeded by (seed, agent, episode, K, the perturbed steps), so methods that choose
-    the same steps get the same perturbed return, and the control (random steps, as many) is shared by every
-    method choosing that many."""
+    actions of a replay are seeded by (seed, agent, episode, K, the perturbed steps, replay), so methods that
+    choose the same steps get the same perturbed return, and the control (random steps, as many) is shared by
+    every method choosing that many. With `replays` R > 1 each row averages R replays (each with its own
+    random actions, and the control with its own random steps): `return_perturbed` and both drops are means
+    over the R, `fidelity_score` takes p_d from the mean |R - R'|."""
     unknown = [m for m in modes if m not in FIDELITY_MODES]
     if unknown or not modes:
         raise ValueError(f"fidelity_rows: modes {list(modes)!r}; allowed: {', '.join(FIDELITY_MODES)}")
+    if replays < 1:
+        raise ValueError(f"fidelity_rows: replays={replays} must be >= 1")
     d_max = reward_range(run, agent, episodes) if d_max is None else d_max
     rows, cache = [], {}
 
-    def replay(i, ep, ki, steps):
-        key = (i, ki, steps.tobytes())
+    def replay(i, ep, ki, steps, r):
+        key = (i, ki, steps.tobytes(), r)
         if key not in cache:
-            rng = keyed_rng(seed, 1, agent, i, ki, zlib.crc32(steps.tobytes()), len(steps))
+            rng = keyed_rng(seed, 1, agent, i, ki, zlib.crc32(steps.tobytes()), len(steps), r)
             cache[key] = replay_steps(run, agent, ep, steps, rng)
         return cache[key]
 
@@ -200,12 +206,17 @@ def fidelity_rows(run: TrainedRun, agent: int, episodes: list[Episode], importan
                 raise ValueError(f"{method}: importance of episode {i} has {len(imp)} steps, the episode {ep.length}")
             for mode in modes:
                 for ki, kf in enumerate(k_fracs):
-                    steps, control = _perturbed_and_control(mode, imp, kf, seed, agent, i, ki)
-                    r_pert, r_ctrl = replay(i, ep, ki, steps), replay(i, ep, ki, control)
+                    pert, ctrl = [], []
+                    for r in range(replays):
+                        steps, control = _perturbed_and_control(mode, imp, kf, seed, agent, i, ki, r)
+                        pert.append(replay(i, ep, ki, steps, r))
+                        ctrl.append(replay(i, ep, ki, control, r))
+                    r_pert, r_ctrl = float(np.mean(pert)), float(np.mean(ctrl))
+                    change = float(np.mean(np.abs(ep.ret - np.asarray(pert))))
                     rows.append({"method": method, "agent": agent, "mode": mode, "k": float(kf), "episode": i,
                                  "window_start": int(steps[0]), "window_len": len(steps), "episode_len": ep.length,
                                  "return_orig": ep.ret, "return_perturbed": r_pert,
                                  "reward_drop_pct": reward_drop_pct(ep.ret, r_pert),
-                                 "fidelity_score": fidelity_score(ep.ret, r_pert, len(steps), ep.length, d_max),
+                                 "fidelity_score": fidelity_score(ep.ret, ep.ret - change, len(steps), ep.length, d_max),
                                  "control_reward_drop_pct": reward_drop_pct(ep.ret, r_ctrl)})
     return rows

@@ -87,9 +87,10 @@ def _explain(run_dir: Path, checkpoint, overrides, methods, factory, log) -> Pat
     t = time.perf_counter()
     fid_rows = [row for a in agents for row in fidelity_rows(
         run, a, unmasked[a], {m: scores.importance[m][a] for m in scores.methods}, k_fracs, seed=ec.seed,
-        d_max=reward_range(run, a, unmasked[a]), modes=fidelity_modes(ec.fidelity_mode))]
+        d_max=reward_range(run, a, unmasked[a]), modes=fidelity_modes(ec.fidelity_mode),
+        replays=ec.replays)]
     timing["fidelity_seconds"] = time.perf_counter() - t
-    log(f"explain: fidelity test ({len(fid_rows)} rows, K = {k_fracs}) in {timing['fidelity_seconds']:.1f} s")
+    log(f"explain: fidelity test ({len(fid_rows)} rows of {ec.replays} replay(s), K = {k_fracs}) in {timing['fidelity_seconds']:.1f} s")
 
     t = time.perf_counter()
     team_rows, team_d_max = team_window(run, scores, k_fracs)

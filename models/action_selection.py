@@ -44,7 +44,9 @@ def behaviour_probs(pi, legal, m, eps, masked, guided) -> np.ndarray:
     return np.where(guided[:, None], pi, mu)
 
 
-def _sample(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
+def sample_rows(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
+    """One action per row of probs[B, A] by the inverse CDF (rows need not sum to 1): one uniform draw per
+    row, several times cheaper than rng.choice(p=...) per row."""
     c = probs.cumsum(axis=-1)
     r = rng.random((probs.shape[0], 1)) * c[:, -1:]
     return np.minimum((c < r).sum(axis=-1), probs.shape[-1] - 1)
@@ -57,7 +59,7 @@ def select_training(rng, pi, legal, m, eps, masked, guided):
     eps_random = (rng.random(b) < eps) & ~guided
     perturbed = masked & ~guided & ~eps_random & (rng.random(b) >= m)
     random_action = eps_random | perturbed
-    actions = np.where(random_action, _sample(rng, u), _sample(rng, pi))
+    actions = np.where(random_action, sample_rows(rng, u), sample_rows(rng, pi))
     mu = behaviour_probs(pi, legal, m, eps, masked, guided)
     logp_mu = np.log(mu[np.arange(b), actions])
     mask_applied = masked & ~guided & ~eps_random
@@ -66,7 +68,7 @@ def select_training(rng, pi, legal, m, eps, masked, guided):
 
 def select_explaining(rng, pi, legal, m, tau, greedy=True, exclude_own=False):
     """The paper's deterministic rule: perturb iff m <= tau. Returns (actions, own_actions, perturbed)."""
-    own = pi.argmax(axis=-1) if greedy else _sample(rng, pi)
+    own = pi.argmax(axis=-1) if greedy else sample_rows(rng, pi)
     perturbed = m <= tau
     choices = legal.copy()
     if exclude_own:
@@ -74,5 +76,5 @@ def select_explaining(rng, pi, legal, m, tau, greedy=True, exclude_own=False):
         alt[np.arange(len(own)), own] = False
         has_alt = alt.any(axis=-1)
         choices = np.where(has_alt[:, None], alt, choices)
-    rand = _sample(rng, uniform_legal(choices))
+    rand = sample_rows(rng, uniform_legal(choices))
     return np.where(perturbed, rand, own), own, perturbed

@@ -235,12 +235,15 @@ class ExplainConfig:
         "both", "Which steps the fidelity test perturbs: window (the longest contiguous run of the top-K steps), "
         "topk (all top-K steps, the paper's variant) or both; metrics.json names the topk numbers with a "
         "'topk_' prefix (docs/metrics.md).", choices=["window", "topk", "both"])
+    replays: int = opt(1, "Fidelity test: replays per episode, K and mode, each with its own random actions (and "
+                       "random control steps), averaged; more replays narrow the intervals for the same episodes.", ge=1)
     opponent: str = opt(
         "peers", "Who plays the other seats in explanation episodes of shared-world envs: random (uniform random "
         "legal), lookahead (connect4: win now, else block, else random), search:<depth> (connect4: alpha-beta "
-        "to that depth, with a little noise), peers (the run's other trained policies, greedy) or self (the "
-        "explained agent's own policy in every seat). In a cooperative env a random teammate makes joint "
-        "critical steps meaningless, so envs given by import path use the peers.")
+        "to that depth, with a little noise), peers (the run's other trained policies: sampled in competitive "
+        "envs, greedy in cooperative ones) or self (the explained agent's own policy in every seat). In a "
+        "cooperative env a random teammate makes joint critical steps meaningless, so envs given by import path "
+        "use the peers.")
     statemask_steps: int = opt(20_000, "StateMask baseline: env steps of PPO training of its post-hoc mask per agent.", ge=0)
     edge_epochs: int = opt(30, "EDGE baseline: training epochs of its GRU + sparse GP model.", ge=1)
     lazymdp_epochs: int = opt(30, "LazyMDP baseline: fitted-Q iterations of its post-hoc Q head, at least (it runs "

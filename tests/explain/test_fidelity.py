@@ -2,6 +2,7 @@
 the replay (determinism, the window's actions differ from the agent's own). No training: the replays use
 untrained networks, which is enough for determinism and for the window rule."""
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -180,6 +181,30 @@ def test_fidelity_rows_in_both_modes():
         assert t["window_len"] == k and w["window_len"] == 1   # spikes are never adjacent: the window is one step
     with pytest.raises(ValueError):
         F.fidelity_rows(run, 0, eps, {"spiky": spiky}, [0.25], modes=("diagonal",))
+
+
+def test_replays_average_independent_replays_and_controls():
+    """explain.replays = R: each row's perturbed return is the mean of R replays with their own random actions,
+    and its control the mean of R controls at their own random steps (here: connect4, whose random moves
+    change the game, so the R replays differ)."""
+    run = _untrained_run("connect4.yaml", 2)
+    eps = record_episodes(run, 0, 6, 20, masked=False)
+    imp = {"first": [np.linspace(1, 0, e.length) for e in eps]}
+    one = F.fidelity_rows(run, 0, eps, imp, [0.3], seed=5)
+    many = F.fidelity_rows(run, 0, eps, imp, [0.3], seed=5, replays=8)
+    assert [r["window_start"] for r in one] == [r["window_start"] for r in many]
+    for r1, r8, ep in zip(one, many, eps):
+        n = r8["window_len"]
+        pert = [F.replay_steps(run, 0, ep, np.arange(n), F.keyed_rng(5, 1, 0, r8["episode"], 0,
+                zlib.crc32(np.arange(n, dtype=np.int64).tobytes()), n, r)) for r in range(8)]
+        assert r8["return_perturbed"] == pytest.approx(np.mean(pert))
+        assert r1["return_perturbed"] == pert[0]
+    # averaging narrows the spread of the per-episode paired difference
+    d1 = [r["reward_drop_pct"] - r["control_reward_drop_pct"] for r in one]
+    d8 = [r["reward_drop_pct"] - r["control_reward_drop_pct"] for r in many]
+    assert len({round(x, 6) for x in d8}) > 1 and np.std(d8) < np.std(d1)
+    with pytest.raises(ValueError, match="replays=0"):
+        F.fidelity_rows(run, 0, eps, imp, [0.3], replays=0)
 
 
 def test_summary_intervals_say_significant_only_when_the_drop_beats_the_control():
