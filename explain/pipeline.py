@@ -30,7 +30,7 @@ from magicmask.explain import team as TM
 from magicmask.explain.baselines import make_explainer
 from magicmask.explain.baselines.base import one_thread
 from magicmask.explain.episodes import Episode, TrainedRun, load_run, record_episodes
-from magicmask.explain.fidelity import FIDELITY_COLUMNS, fidelity_modes, fidelity_rows, replay_env, reward_range
+from magicmask.explain.fidelity import FIDELITY_COLUMNS, fidelity_all_agents, fidelity_modes, replay_env, reward_range
 from magicmask.explain.tables import write_csv
 from magicmask.protocol import config as C
 
@@ -85,10 +85,8 @@ def _explain(run_dir: Path, checkpoint, overrides, methods, factory, log) -> Pat
     scores = score_methods(run, unmasked, methods, factory, log)
 
     t = time.perf_counter()
-    fid_rows = [row for a in agents for row in fidelity_rows(
-        run, a, unmasked[a], {m: scores.importance[m][a] for m in scores.methods}, k_fracs, seed=ec.seed,
-        d_max=reward_range(run, a, unmasked[a]), modes=fidelity_modes(ec.fidelity_mode),
-        replays=ec.replays)]
+    fid_rows = fidelity_all_agents(run, unmasked, scores.importance, k_fracs, ec.seed, fidelity_modes(ec.fidelity_mode),
+                                   ec.replays, ec.workers)
     timing["fidelity_seconds"] = time.perf_counter() - t
     log(f"explain: fidelity test ({len(fid_rows)} rows of {ec.replays} replay(s), K = {k_fracs}) in {timing['fidelity_seconds']:.1f} s")
 

@@ -225,3 +225,16 @@ def test_summary_intervals_say_significant_only_when_the_drop_beats_the_control(
     topk = fidelity_summary([dict(r, mode="topk") for r in rows(ctrl + 5, ctrl)], [0.1])
     assert topk["topk_drop_minus_control_k10_ci"] == pytest.approx([5.0, 5.0]) and "drop_minus_control_k10" not in topk
 
+
+
+def test_agents_in_worker_processes_give_the_rows_of_one_process():
+    """explain.workers: the fidelity test of each agent in a forked process gives the same rows, in agent order."""
+    run = _untrained_run("connect4.yaml", 3)
+    eps = {a: record_episodes(run, a, 3, 40 + a, masked=False) for a in range(3)}
+    imp = {"first": {a: [np.linspace(1, 0, e.length) for e in eps[a]] for a in range(3)},
+           "last": {a: [np.linspace(0, 1, e.length) for e in eps[a]] for a in range(3)}}
+    serial = F.fidelity_all_agents(run, eps, imp, [0.2, 0.5], 3, ("window", "topk"), 2, workers=1)
+    forked = F.fidelity_all_agents(run, eps, imp, [0.2, 0.5], 3, ("window", "topk"), 2, workers=3)
+    assert forked == serial
+    assert [r["agent"] for r in serial] == sorted(r["agent"] for r in serial)
+    assert {r["agent"] for r in serial} == {0, 1, 2} and not F._JOB
