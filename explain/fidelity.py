@@ -18,8 +18,6 @@ fidelity.csv.
 from __future__ import annotations
 
 import math
-import multiprocessing
-import os
 import zlib
 
 import numpy as np
@@ -27,6 +25,7 @@ import numpy as np
 from magicmask.models.action_selection import softmax_legal
 from magicmask.explain.baselines.base import random_other_legal
 from magicmask.explain.episodes import Episode, TrainedRun
+from magicmask.explain.parallel import job, map_agents
 
 FIDELITY_MODES = ("window", "topk")
 FIDELITY_COLUMNS = ("method", "agent", "mode", "k", "episode", "window_start", "window_len", "episode_len", "return_orig",
@@ -224,30 +223,18 @@ def fidelity_rows(run: TrainedRun, agent: int, episodes: list[Episode], importan
     return rows
 
 
-_JOB: dict = {}   # what forked fidelity workers read (set before the pool forks; nothing of it is pickled)
-
 
 def _agent_rows(agent: int) -> list[dict]:
-    j = _JOB
+    j = job()
     return fidelity_rows(j["run"], agent, j["episodes"][agent], {m: imp[agent] for m, imp in j["importance"].items()},
                          j["k_fracs"], seed=j["seed"], d_max=j["d_max"][agent], modes=j["modes"], replays=j["replays"])
 
 
 def fidelity_all_agents(run: TrainedRun, episodes: dict[int, list[Episode]], importance: dict[str, dict],
                         k_fracs, seed: int, modes, replays: int, workers: int) -> list[dict]:
-    """`fidelity_rows` of every agent (in agent order): agents are independent, so with workers > 1 they run in
-    that many forked processes (replays are pure CPU; a 2-core machine halves the time). Forked, not spawned:
-    the children read the run and the episodes from the parent's memory and send back only their rows.
-    workers 0: one per CPU, at most one per agent."""
+    """`fidelity_rows` of every agent, in agent order, in `workers` processes (explain/parallel.py)."""
     agents = list(episodes)
     d_max = {a: reward_range(run, a, episodes[a]) for a in agents}
-    n = min(len(agents), workers if workers > 0 else (os.cpu_count() or 1))
-    _JOB.update(run=run, episodes=episodes, importance=importance, k_fracs=list(k_fracs), seed=seed, d_max=d_max,
-                modes=tuple(modes), replays=replays)
-    try:
-        if n <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-            return [row for a in agents for row in _agent_rows(a)]
-        with multiprocessing.get_context("fork").Pool(n) as pool:
-            return [row for rows in pool.map(_agent_rows, agents) for row in rows]
-    finally:
-        _JOB.clear()
+    per_agent = map_agents(_agent_rows, agents, workers, run=run, episodes=episodes, importance=importance,
+                           k_fracs=list(k_fracs), seed=seed, d_max=d_max, modes=tuple(modes), replays=replays)
+    return [row for rows in per_agent for row in rows]

@@ -30,6 +30,7 @@ from magicmask.explain import team as TM
 from magicmask.explain.baselines import make_explainer
 from magicmask.explain.baselines.base import one_thread
 from magicmask.explain.episodes import Episode, TrainedRun, load_run, record_episodes
+from magicmask.explain.parallel import job, map_agents
 from magicmask.explain.fidelity import FIDELITY_COLUMNS, fidelity_all_agents, fidelity_modes, replay_env, reward_range
 from magicmask.explain.tables import write_csv
 from magicmask.protocol import config as C
@@ -155,27 +156,34 @@ def score_methods(run: TrainedRun, unmasked: Episodes, methods: list[str], facto
 
 def score_method(run: TrainedRun, unmasked: Episodes, method: str, factory):
     """(importance per agent, fitted explainer per agent, its cost) of one method; an importance of the wrong
-    length or not finite is an error. The cost, summed over agents: fit_seconds and score_seconds (the
-    explainers' own timings are preferred to the wall clock: they leave out shared set-up), fit_env_steps (env
-    steps the fit took beyond the recorded episodes) and n_params (trainable parameters of its models)."""
-    importance, fitted = {}, {}
-    fit_s = score_s = 0.0
-    steps = params = 0
-    for a, episodes in unmasked.items():
-        ex = factory(method, run.cfg)
-        t0 = time.perf_counter()
-        ex.fit(run, a, episodes, run.cfg.explain.seed + a)
-        wall_fit = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        importance[a] = [_checked_importance(ex, ep, method, a, i) for i, ep in enumerate(episodes)]
-        wall_score = time.perf_counter() - t0
-        fitted[a] = ex
-        fit_s += float(getattr(ex, "fit_seconds", 0.0) or wall_fit)
-        score_s += float(getattr(ex, "score_seconds", 0.0) or wall_score)
-        steps += int(getattr(ex, "env_steps", 0))
-        params += int(getattr(ex, "n_params", 0))
-    return importance, fitted, {"fit_seconds": fit_s, "score_seconds": score_s, "fit_env_steps": steps,
-                                "n_params": params}
+    length or not finite is an error. Agents are fitted in explain.workers processes (explain/parallel.py). The
+    cost, summed over agents: fit_seconds and score_seconds (the explainers' own timings are preferred to the
+    wall clock: they leave out shared set-up), fit_env_steps (env steps the fit took beyond the recorded
+    episodes) and n_params (trainable parameters of its models)."""
+    agents = list(unmasked)
+    results = map_agents(_fit_and_score, agents, run.cfg.explain.workers, run=run, unmasked=unmasked,
+                         method=method, factory=factory)
+    importance = {a: r[0] for a, r in zip(agents, results)}
+    fitted = {a: r[1] for a, r in zip(agents, results)}
+    cost = {k: sum(r[2][k] for r in results) for k in ("fit_seconds", "score_seconds", "fit_env_steps", "n_params")}
+    return importance, fitted, cost
+
+
+def _fit_and_score(a: int):
+    """One agent's explainer of job()["method"], fitted on its episodes, and its importance over them."""
+    j = job()
+    run, episodes, method = j["run"], j["unmasked"][a], j["method"]
+    ex = j["factory"](method, run.cfg)
+    t0 = time.perf_counter()
+    ex.fit(run, a, episodes, run.cfg.explain.seed + a)
+    wall_fit = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    importance = [_checked_importance(ex, ep, method, a, i) for i, ep in enumerate(episodes)]
+    wall_score = time.perf_counter() - t0
+    cost = {"fit_seconds": float(getattr(ex, "fit_seconds", 0.0) or wall_fit),
+            "score_seconds": float(getattr(ex, "score_seconds", 0.0) or wall_score),
+            "fit_env_steps": int(getattr(ex, "env_steps", 0)), "n_params": int(getattr(ex, "n_params", 0))}
+    return importance, ex, cost
 
 
 def _checked_importance(ex, ep: Episode, method: str, agent: int, i: int) -> np.ndarray:

@@ -237,8 +237,9 @@ class ExplainConfig:
         "'topk_' prefix (docs/metrics.md).", choices=["window", "topk", "both"])
     replays: int = opt(1, "Fidelity test: replays per episode, K and mode, each with its own random actions (and "
                        "random control steps), averaged; more replays narrow the intervals for the same episodes.", ge=1)
-    workers: int = opt(0, "Processes the fidelity test runs its agents in (agents are independent; 0: one per CPU, "
-                       "at most one per agent; 1: in the explaining process).", ge=0)
+    workers: int = opt(0, "Processes that fit the explainers and run the fidelity test, one agent at a time each "
+                       "(agents are independent; 0: one per CPU, at most one per agent; 1: all in the explaining "
+                       "process).", ge=0)
     opponent: str = opt(
         "peers", "Who plays the other seats in explanation episodes of shared-world envs: random (uniform random "
         "legal), lookahead (connect4: win now, else block, else random), search:<depth> (connect4: alpha-beta "
