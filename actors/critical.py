@@ -66,6 +66,7 @@ class Guidance:
 
     def __init__(self, cfg: Config, agent: int):
         self.agent = agent
+        self.not_own = ~M.finder_mask([agent], cfg.run.agents)  # finder bits of everyone but this agent
         self.enabled = cfg.comm.enabled
         self.rho, self.prob = cfg.actor.guidance_rho, cfg.actor.guidance_prob
         self.seq = 0                  # of the snapshot in use (0: none yet from this broker incarnation)
@@ -96,7 +97,7 @@ class Guidance:
         self.created = float(msg.body["created_at"])
         self.comm["snapshots_applied"] += 1
         self.comm["delay_s_sum"] += delay
-        others = (msg.arrays["finders"] & ~np.int64(1 << self.agent)) != 0
+        others = (msg.arrays["finders"] & self.not_own).any(axis=1)  # found by someone besides this agent
         self.keys = np.ascontiguousarray(msg.arrays["keys"][others])
         self.scores = np.clip(np.asarray(msg.arrays["scores"][others], np.float64), 0.0, 1.0)
 

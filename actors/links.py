@@ -3,7 +3,7 @@
 Sockets (docs/ARCHITECTURE.md): PUSH fragments -> learner (a full pipe blocks while the learner is alive; actors/outbox.py
 never sends to a silent one), SUB weights <- learner (topic per agent, last-value semantics, and "stop"),
 DEALER -> learner ROUTER for the current weights, PUSH reports -> broker, SUB snapshots <- broker (topic
-"snap/<agent>"), DEALER -> broker ROUTER for the current snapshot. Both SUB sockets also take topic b"hb".
+"snap/<agent>/"), DEALER -> broker ROUTER for the current snapshot. Both SUB sockets also take topic b"hb".
 
 State requests (the ZeroMQ guide's Clone pattern): subscribe first, then ask the ROUTER for the current
 state, then ignore stream messages that are not newer (actors/critical.py applies the sequence rule). The
@@ -118,7 +118,7 @@ class Links:
         self.learner_req.connect(tcp(la, cfg.net.learner_router_port))
         self.report_sock = make_socket(ctx, zmq.PUSH, hwm=100, curve=bc)
         self.report_sock.connect(tcp(ba, cfg.net.broker_reports_port))
-        self.snap_sock = self._subscriber(ctx, bc, (b"snap/%d" % self.agent, b"hb"),
+        self.snap_sock = self._subscriber(ctx, bc, (M.snapshot_topic(self.agent), b"hb"),
                                           tcp(ba, cfg.net.broker_snapshots_port))
         self.broker_req = make_socket(ctx, zmq.DEALER, max_bytes=self.max_bytes, curve=bc)
         self.broker_req.connect(tcp(ba, cfg.net.broker_router_port))
@@ -185,7 +185,8 @@ class Links:
         for sock in (self.snap_sock, self.broker_req):
             while sock in events and sock.poll(0):
                 msg = receive(sock, "snapshots", self.drops, self.max_bytes, kinds=(M.SNAPSHOT, M.HEARTBEAT),
-                              context={"K": self.cfg.actor.key_dim}, topic=sock is self.snap_sock)
+                              context={"K": self.cfg.actor.key_dim, "F": M.finder_bytes(self.cfg.run.agents)},
+                              topic=sock is self.snap_sock)
                 if msg is not None:
                     got.append(self._heard(self.broker, msg, stream=sock is self.snap_sock))
         self.check_liveness()

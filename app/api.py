@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from magicmask.config_file import resolve_config
+from magicmask.preflight import CannotStart as CannotStart  # re-exported: train raises it
+from magicmask.preflight import check_ports, check_run_dir, take_ports
 from magicmask.protocol import config as C
 
 if TYPE_CHECKING:   # importing it loads torch and the envs: only load_run needs them
@@ -50,9 +52,11 @@ def train(config: C.Config | str | Path, run_dir: str | Path | None = None, over
 
     `config`: a Config, a YAML file or a preset name; `overrides`: `section.field=value` items (e.g.
     "learner.resume=true" continues `run_dir` from its last checkpoint). A bad setting raises ConfigError
-    before any process starts or any folder is made; a failed process raises TrainingFailed; Ctrl-C or SIGTERM
-    stops every process and raises KeyboardInterrupt. Call it from the main thread: the supervisor handles
-    SIGINT and SIGTERM while it runs (the caller's handlers are restored afterwards)."""
+    before any process starts or any folder is made; CannotStart, before any process starts, says this machine
+    cannot host the run (a configured port in use, a run directory it cannot write or that lacks room); a
+    failed process raises TrainingFailed; Ctrl-C or SIGTERM stops every process and raises KeyboardInterrupt.
+    Call it from the main thread: the supervisor handles SIGINT and SIGTERM while it runs (the caller's
+    handlers are restored afterwards)."""
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("magicmask.train must be called from the main thread (it handles SIGINT and SIGTERM)")
     cfg = _config(config, overrides)
@@ -60,11 +64,15 @@ def train(config: C.Config | str | Path, run_dir: str | Path | None = None, over
     check_startable(cfg, every_process(cfg))
     if cfg.learner.resume and not (run_dir / "checkpoints" / "latest").is_file():
         raise C.ConfigError(f"learner.resume=true: no checkpoint in {run_dir / 'checkpoints'}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    taken = take_ports(cfg)
+    check_ports(cfg)
+    check_run_dir(run_dir, cfg.run.min_free_mb)
     config_path = run_dir / "config.yaml"
     C.save(cfg, config_path)
     print(f"run directory: {run_dir}  (env {cfg.env.name}, {cfg.run.agents} agents, "
           f"{cfg.run.total_steps} steps each)", flush=True)
+    if taken:
+        print(f"free ports taken (net.auto_ports): {' '.join(i.removeprefix('net.') for i in taken)}", flush=True)
     code = _supervise(cfg, run_dir, config_path)
     if code == 130:
         raise KeyboardInterrupt(f"training in {run_dir} was stopped")

@@ -1,11 +1,18 @@
 """`magicmask run`: starts the broker, the learner and one actor per agent as separate processes, shows
-one live progress view, restarts actors that die, and stops everything cleanly.
+one live progress view, restarts processes that die, and stops everything cleanly.
 
-Rules: an actor that exits with an error (or is killed) is restarted with a new incarnation, at most
-`run.max_actor_restarts` times each; the learner or the broker dying stops the run and shows its log
-tail; Ctrl-C or SIGTERM sends SIGTERM to every child, waits up to 4 s, then kills what is left (every
-child runs in its own session, so no orphan survives). The run ends when the learner exits on its own
-(every agent reached `run.total_steps`).
+Rules:
+- Any process that exits with an error (or is killed) is restarted: an actor with a new incarnation, the
+  learner from the run's latest checkpoint (`learner.resume_if_checkpoint`: weights, versions and env steps
+  continue from it; the updates made after it are lost and their metrics.jsonl rows dropped), the broker with
+  an empty buffer that the actors' next reports refill (docs/DEPLOY.md, "Restarts", has the measurement).
+- Each restart of a process waits twice as long as its previous one (0.5 s, 1 s, 2 s, ... at most 30 s), and
+  a process is restarted at most `run.max_restarts` times (actors: `run.max_actor_restarts` when an old config
+  sets it); one more death stops the run and shows its log tail.
+- A broker or actor that exits with status 0 was told the run is over (the learner's Stop) and is left alone.
+- The run ends when the learner exits with status 0 (every agent reached `run.total_steps`). Ctrl-C or
+  SIGTERM sends SIGTERM to every child, waits up to 4 s, then kills what is left (every child runs in its own
+  session, so no orphan survives).
 """
 from __future__ import annotations
 
@@ -24,13 +31,24 @@ from prometheus_client.parser import text_string_to_metric_families
 from magicmask.protocol.config import Config
 
 
+BACKOFF_S, BACKOFF_MAX_S = 0.5, 30.0
+
+
 @dataclass
 class Child:
     name: str
     args: list[str]
+    max_restarts: int
+    budget_field: str = "run.max_restarts"                  # where max_restarts comes from, for messages
+    restart_args: list[str] = field(default_factory=list)   # added to args from the first restart on
     proc: subprocess.Popen | None = None
     restarts: int = 0
     started: list[float] = field(default_factory=list)
+    due: float | None = None       # monotonic time of a scheduled restart
+
+    def backoff(self) -> float:
+        """Seconds before the next restart: doubled after each one, capped."""
+        return min(BACKOFF_S * 2 ** self.restarts, BACKOFF_MAX_S)
 
 
 def tail(path: Path, n: int = 30) -> str:
@@ -91,19 +109,29 @@ class Supervisor:
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
         base = [sys.executable, "-m", "magicmask.cli"]
         common = ["--config", str(config_path), "--run-dir", str(run_dir)]
-        self.children = [Child("broker", [*base, "broker", *common]), Child("learner", [*base, "learner", *common])]
-        self.children += [Child(f"actor{i}", [*base, "actor", "--agent", str(i), *common]) for i in range(cfg.run.agents)]
+        budget = cfg.run.max_restarts
+        actors = (budget, "run.max_restarts") if cfg.run.max_actor_restarts < 0 else \
+            (cfg.run.max_actor_restarts, "run.max_actor_restarts")
+        self.children = [Child("broker", [*base, "broker", *common], budget),
+                         Child("learner", [*base, "learner", *common], budget,
+                               restart_args=["--set", "learner.resume_if_checkpoint=true"])]
+        self.children += [Child(f"actor{i}", [*base, "actor", "--agent", str(i), *common], *actors)
+                          for i in range(cfg.run.agents)]
         self.stopping = False
         self.t0 = time.time()
         self.step_rates = [Rate() for _ in range(cfg.run.agents)]  # env steps/s trained on, per agent
 
     def start(self, child: Child) -> None:
         log = open(self.run_dir / "logs" / f"{child.name}.log", "ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "MAGICMASK_RESTART": str(child.restarts)}
-        child.proc = subprocess.Popen(child.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        # one BLAS thread per process unless the user says otherwise: every process is one core's worth of work,
+        # and OpenBLAS's default threads made the broker's batched key matching 10x slower (docs/BENCHMARKS.md)
+        env = {"OPENBLAS_NUM_THREADS": "1", **os.environ, "PYTHONUNBUFFERED": "1", "MAGICMASK_RESTART": str(child.restarts)}
+        args = child.args + (child.restart_args if child.restarts else [])
+        child.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                       start_new_session=True, env=env)
         log.close()
         child.started.append(time.time())
+        child.due = None
 
     def stop_all(self, grace_s: float = 4.0) -> None:
         for c in self.children:
@@ -182,31 +210,15 @@ class Supervisor:
             live = Live(self.render(self.status()), refresh_per_second=2)
             live.start()
         last_line = 0.0
-        code = 0
+        code, finished = 0, False
         try:
             while not self.stopping:
                 time.sleep(0.25)
-                learner = self.children[1]
-                if learner.proc.poll() is not None:
-                    if learner.proc.returncode == 0:
-                        print(f"learner finished: {tail(self.run_dir / 'logs' / 'learner.log', 1)}", flush=True)
-                    else:
-                        code = self._failed(learner)
+                if finished := self.children[1].proc.poll() == 0:
+                    print(f"learner finished: {tail(self.run_dir / 'logs' / 'learner.log', 1)}", flush=True)
                     break
-                if self.children[0].proc.poll() is not None:
-                    code = self._failed(self.children[0])
+                if (code := self.tend()) != 0:
                     break
-                for c in self.children[2:]:
-                    rc = c.proc.poll()
-                    if rc is not None and rc != 0:
-                        if c.restarts >= self.cfg.run.max_actor_restarts:
-                            code = self._failed(c)
-                            self.stopping = True
-                            break
-                        c.restarts += 1
-                        print(f"{c.name} exited with {rc}; restarting ({c.restarts}/{self.cfg.run.max_actor_restarts})",
-                              flush=True)
-                        self.start(c)
                 now = time.time()
                 if live is not None and now - last_line > 1.0:
                     live.update(self.render(self.status()))
@@ -223,13 +235,35 @@ class Supervisor:
                 live.update(self.render(self.status()))
                 live.stop()
             self.stop_all()
-        if self.stopping and code == 0 and self.children[1].proc.returncode not in (0, None):
+        if self.stopping and code == 0 and not finished:   # Ctrl-C or SIGTERM before the end
             code = 130
         print(f"run directory: {self.run_dir}", flush=True)
         return code
 
-    def _failed(self, child: Child) -> int:
+    def tend(self) -> int:
+        """Schedule a restart for every child that died, start those that are due; 1 (after printing why) when
+        one died with its restart budget spent."""
+        now = time.monotonic()
+        for c in self.children:
+            if c.due is not None:
+                if now >= c.due:
+                    self.start(c)
+                continue
+            rc = c.proc.poll()
+            if rc is None or rc == 0:   # running, or (broker, actor) told that the run is over
+                continue
+            if c.restarts >= c.max_restarts:
+                return self._failed(c, f"its restart budget is spent ({c.restarts} of {c.max_restarts}, "
+                                       f"{c.budget_field})")
+            wait = c.backoff()
+            c.restarts += 1
+            c.due = now + wait
+            print(f"{c.name} exited with {rc}; restarting in {wait:.1f} s ({c.restarts}/{c.max_restarts})",
+                  flush=True)
+        return 0
+
+    def _failed(self, child: Child, why: str) -> int:
         log = self.run_dir / "logs" / f"{child.name}.log"
-        print(f"\n{child.name} exited with code {child.proc.returncode}; the run stops. Last lines of {log}:\n"
-              f"{tail(log)}", file=sys.stderr, flush=True)
+        print(f"\n{child.name} exited with code {child.proc.returncode} and {why}; the run stops. Last lines of "
+              f"{log}:\n{tail(log)}", file=sys.stderr, flush=True)
         return 1

@@ -2,23 +2,28 @@
 
 Sockets, all bound on cfg.net.host -- the ZeroMQ guide's Clone pattern (server holds PULL +
 PUB + ROUTER):
-- PULL `broker_reports_port`: `CriticalReport` from actors (and `Stop` from the supervisor or learner,
-  which ends the process). The step clock is the largest `env_steps` any agent reported.
+- PULL `broker_reports_port`: `CriticalReport` from actors (and `Stop`, which ends the process). The step clock is the largest `env_steps` any agent reported.
 - PUB `broker_snapshots_port`: every time the clock crosses a multiple of `broker.snapshot_every`, one full
-  `CriticalSnapshot` per receiving agent on topic b"snap/<receiver>", holding the buffer entries that the
-  receiver's topology neighbours found. Each message is complete on its own (last-value semantics), so a
-  lost one is healed by the next. Sends go through the seeded per-link `Impairment` (link (-1, r)); the
-  poll loop releases delayed ones. PUB drops at its high-water mark rather than block (the guide's HWM
+  `CriticalSnapshot` per receiving agent on topic b"snap/<receiver>/" (`messages.snapshot_topic`), holding the
+  buffer entries that the receiver's topology neighbours found. Receivers with the same neighbours share one
+  filtering of the buffer per round (`source_groups`): the full topology filters once for everybody. Each
+  message is complete on its own (last-value semantics), so a lost one is healed by the next. Sends go
+  through the seeded per-link `Impairment` (link (-1, r)); the poll loop releases delayed ones. PUB drops at its high-water mark rather than block (the guide's HWM
   rule): a slow subscriber loses snapshots, never stalls the broker. With comm.enabled False (the NoComm
   ablation) nothing is broadcast; reports are still received and counted.
 - ROUTER `broker_router_port`: a `Heartbeat` {"role": "actor", "want": "snapshot"} from agent r is answered
   with r's current snapshot, unimpaired: the Clone pattern's state request for late joiners.
+- SUB to the learner's PUB (`learner_weights_port` at the learner's address, topic b"stop" only): the learner
+  sends Stop there when every agent reached `run.total_steps` (and only then), so a run whose processes were
+  started one by one (several hosts, pods) ends by itself: the broker stops with exit status 0, as the
+  actors do on the same message. A learner that dies or is interrupted sends none: the broker keeps serving
+  for its restart.
 
 Sequence numbers: each receiver has its own Sender (same incarnation) and every round advances all of them,
 so receiver r sees seq 1, 2, 3, ... on its topic and the seq equals the broadcast round. A state reply
 carries the seq of the last broadcast (0 before the first one) without advancing it.
 
-Receiver side (actors/links.py and actors/critical.py implement it): subscribe to b"snap/<r>" first,
+Receiver side (actors/links.py and actors/critical.py implement it): subscribe to b"snap/<r>/" first,
 then ask the ROUTER for the current snapshot over a DEALER; apply a snapshot only if its seq is greater than
 the last one applied (the stream may repeat what the state reply gave, and reordering may deliver an old one
 late); a jump from s to s' > s + 1 counts s' - s - 1 gaps (lost snapshots). Delay = receive time -
@@ -33,10 +38,11 @@ Delivery delay: PUB/SUB gives the broker no receipt, so snapshot delay is measur
 `magicmask_actor_snapshot_delay_seconds`); the broker measures the report path: each applied report's
 delay is now minus the header's send time (the sender's clock: one host, or synchronised clocks), so it
 includes the network and any report-path impairment. Gauge `magicmask_broker_report_delay_seconds{agent}`,
-and per snapshot in snapshots.jsonl `report_delay_s` (each agent's latest) beside `agent_steps`.
+and per snapshot in snapshots.jsonl `report_delay_s` (each agent's latest) beside `agent_steps`. The log's
+`finders` are the agent ids of each entry, best first (the wire carries a bitmap).
 
-Every malformed or unacceptable message is dropped and counted (DropLog, sockets "reports" and "router")
-and the broker keeps serving.
+Every malformed or unacceptable message is dropped and counted (DropLog, sockets "reports", "router" and
+"learner") and the broker keeps serving.
 """
 from __future__ import annotations
 
@@ -51,7 +57,7 @@ import numpy as np
 import zmq
 from prometheus_client import Counter, Gauge
 
-from magicmask.broker.critical_buffer import MAX_AGENTS, CriticalBuffer
+from magicmask.broker.critical_buffer import CriticalBuffer
 from magicmask.broker.impairment import Impairment
 from magicmask.broker.topology import neighbours
 from magicmask.protocol import messages as M
@@ -86,11 +92,33 @@ def pack_snapshot(sender: Sender, buffer: CriticalBuffer, receiver: int, sources
     seq, i.e. the last broadcast's, as the Clone pattern requires.
     """
     keys, scores, finders = buffer.entries_for(receiver, sources)
+    return _pack(sender, {"keys": keys, "scores": scores, "finders": finders}, receiver, clock, advance)
+
+
+def _pack(sender: Sender, arrays: dict, receiver: int, clock: int, advance: bool) -> list:
     body = {"created_at": time.time(), "clock": int(clock), "receiver": int(receiver)}
-    arrays = {"keys": keys, "scores": scores, "finders": finders}
     if advance:
         return sender.pack(M.SNAPSHOT, body, arrays)
     return encode(M.SNAPSHOT, body, arrays, agent=sender.agent, incarnation=sender.incarnation, seq=sender.seq)
+
+
+def source_groups(buffer: CriticalBuffer, topology: dict[int, set[int]]) -> list[tuple[np.ndarray, list[int]]]:
+    """(packed source row, receivers) per distinct source set of the topology: receivers with the same
+    neighbours get the same arrays, so a round filters the buffer once per group, not once per receiver."""
+    groups: dict[frozenset, list[int]] = {}
+    for r, sources in topology.items():
+        groups.setdefault(frozenset(sources), []).append(r)
+    return [(buffer.source_mask(sources), receivers) for sources, receivers in groups.items()]
+
+
+def pack_round(senders: dict[int, Sender], buffer: CriticalBuffer, groups, clock: int) -> list[tuple[int, list]]:
+    """(receiver, frames with topic) of one broadcast round, receivers in id order; every sender advances."""
+    arrays = {}
+    for allowed, receivers in groups:
+        keys, scores, finders = buffer.entries(allowed)
+        for r in receivers:
+            arrays[r] = {"keys": keys, "scores": scores, "finders": finders}
+    return [(r, [M.snapshot_topic(r), *_pack(senders[r], arrays[r], r, clock, True)]) for r in sorted(arrays)]
 
 
 def _nbytes(frames) -> int:
@@ -101,11 +129,9 @@ class Broker:
     def __init__(self, cfg: Config, run_dir: Path, stop_event=None):
         self.cfg, self.run_dir, self.stop_event = cfg, Path(run_dir), stop_event
         self.n = cfg.run.agents
-        if self.n > MAX_AGENTS:
-            log.warning("run.agents=%d: finder bit sets hold %d agents; reports of agents >= %d are dropped",
-                        self.n, MAX_AGENTS, MAX_AGENTS)
         self.buffer = CriticalBuffer.from_config(cfg)
         self.topology = neighbours(cfg.comm, self.n)
+        self.groups = source_groups(self.buffer, self.topology)
         self.impairment = Impairment(cfg.comm)
         incarnation = Sender(-1).incarnation
         self.senders = {r: Sender(-1, incarnation) for r in range(self.n)}
@@ -125,6 +151,7 @@ class Broker:
         self.pull: zmq.Socket | None = None
         self.pub: zmq.Socket | None = None
         self.router: zmq.Socket | None = None
+        self.learner_sub: zmq.Socket | None = None
         self.hb: HeartbeatPublisher | None = None
         self.poller = zmq.Poller()
         self.snap_file = None
@@ -135,7 +162,8 @@ class Broker:
     # ---------------- sockets ----------------
     def bind(self) -> None:
         cfg = self.cfg
-        curve = for_process(cfg, "broker").server()  # None without security.keys_dir
+        keys = for_process(cfg, "broker")
+        curve = keys.server()  # None without security.keys_dir
         self.ctx = zmq.Context()
         self.pull = make_socket(self.ctx, zmq.PULL, max_bytes=self.max_bytes, curve=curve)
         self.pub = make_socket(self.ctx, zmq.PUB, curve=curve)  # at the HWM a PUB drops: a slow subscriber never blocks us
@@ -149,14 +177,18 @@ class Broker:
             self.close()
             raise RuntimeError(f"broker: cannot bind on {cfg.net.host} ports {cfg.net.broker_reports_port}, "
                                f"{cfg.net.broker_snapshots_port}, {cfg.net.broker_router_port}: {e}") from e
+        self.learner_sub = make_socket(self.ctx, zmq.SUB, max_bytes=self.max_bytes, curve=keys.client("learner"))
+        self.learner_sub.setsockopt(zmq.SUBSCRIBE, b"stop")
+        self.learner_sub.connect(tcp(cfg.learner_addr(), cfg.net.learner_weights_port))
         self.poller.register(self.pull, zmq.POLLIN)
         self.poller.register(self.router, zmq.POLLIN)
+        self.poller.register(self.learner_sub, zmq.POLLIN)
         log.info("broker on %s: reports %d, snapshots %d, state requests %d; %d agents, topology %s, comm %s",
                  cfg.net.host, cfg.net.broker_reports_port, cfg.net.broker_snapshots_port,
                  cfg.net.broker_router_port, self.n, cfg.comm.topology, "on" if cfg.comm.enabled else "OFF (NoComm)")
 
     def close(self) -> None:
-        for s in (self.pull, self.pub, self.router):
+        for s in (self.pull, self.pub, self.router, self.learner_sub):
             if s is not None:
                 s.close(linger=0)
         if self.ctx is not None:
@@ -185,6 +217,8 @@ class Broker:
                     self._drain(self.pull, self.on_pull)
                 if self.router in events:
                     self._drain(self.router, self.on_router)
+                if self.learner_sub in events:
+                    self._drain(self.learner_sub, self.on_learner)
                 self.release()
         finally:
             log.info("broker stopping: %d reports, %d snapshot rounds, %d messages dropped",
@@ -197,9 +231,10 @@ class Broker:
                 return
             handler()
 
-    def _receive(self, sock, name, kinds, identity=False):
+    def _receive(self, sock, name, kinds, identity=False, topic=False):
         try:
-            return receive(sock, name, self.drops, self.max_bytes, self.context, kinds=kinds, identity=identity)
+            return receive(sock, name, self.drops, self.max_bytes, self.context, kinds=kinds, identity=identity,
+                           topic=topic)
         except zmq.ZMQError:
             raise
         except Exception as e:  # receive promises ProtocolError only; never let bad input kill the broker
@@ -214,7 +249,7 @@ class Broker:
             log.info("stop received (sender %d): %s", msg.agent, msg.body.get("reason"))
             self.stopping = True
             return
-        if not 0 <= msg.agent < min(self.n, MAX_AGENTS):
+        if not 0 <= msg.agent < self.n:
             self.drops.drop("reports", "agent", f"report from agent {msg.agent}, run has {self.n} agents")
             return
         if self.cfg.comm.impair_reports:
@@ -222,6 +257,12 @@ class Broker:
             self.impairment.submit((msg.agent, -1), msg, size)
             return
         self.apply_report(msg)
+
+    def on_learner(self) -> None:
+        msg = self._receive(self.learner_sub, "learner", (M.STOP,), topic=True)
+        if msg is not None:
+            log.info("the learner ended the run: %s", msg.body.get("reason"))
+            self.stopping = True
 
     def on_router(self) -> None:
         ident, msg = self._receive(self.router, "router", (M.HEARTBEAT,), identity=True)
@@ -269,18 +310,16 @@ class Broker:
         self.seq += 1
         now = time.monotonic()
         dropped = []
-        for r in range(self.n):
-            frames = [b"snap/%d" % r,
-                      *pack_snapshot(self.senders[r], self.buffer, r, self.topology[r], self.clock)]
+        for r, frames in pack_round(self.senders, self.buffer, self.groups, self.clock):
             if not self.impairment.submit((-1, r), frames, _nbytes(frames), now):
                 dropped.append(r)
         ROUNDS.inc()
         SNAP_SEQ.set(self.seq)
         if self.snap_file is not None:
-            _, scores, finders = self.buffer.entries_for(-1, None)
+            _, scores, finders = self.buffer.entries(None)
             self.snap_file.write(json.dumps({
                 "seq": self.seq, "clock": self.clock, "time": time.time(), "n": len(scores),
-                "finders": finders.view(np.uint64).tolist(), "scores": [round(float(s), 6) for s in scores],
+                "finders": [M.finder_ids(f) for f in finders], "scores": [round(float(s), 6) for s in scores],
                 "dropped": dropped, "agent_steps": {str(a): n for a, n in sorted(self.agent_steps.items())},
                 "report_delay_s": {str(a): round(d, 6) for a, d in sorted(self.report_delay.items())}}) + "\n")
         self.release()

@@ -2,7 +2,7 @@
 
 1. Snapshot delivery latency, loopback, no impairment, K = 64, 16 agents: the real Broker in its own process
    (its own run loop), 16 synthetic agents in this process, each with a PUSH for reports and a SUB on
-   b"snap/<r>" made as Actor.connect makes them. Every round, agent 0 sends the report whose env_steps
+   b"snap/<r>/" made as Actor.connect makes them. Every round, agent 0 sends the report whose env_steps
    crosses the next multiple of broker.snapshot_every (the trigger) and the other agents report just below
    it, so one round = 16 reports + one broadcast of 16 snapshots. Two intervals per snapshot received:
    - broker stamp -> receipt: the SUB's receive time minus the message's body["created_at"] (time.time()
@@ -10,10 +10,15 @@
    - trigger -> receipt: the receive time minus the time this process sent the triggering report (report
      transport, decode, validate, buffer insert, then the broadcast).
    Receive times are taken right after recv, before any decoding, for every socket that is ready.
-2. Broker CPU per broadcast as agents grow: the same set-up run round after round (the next round when
-   every agent has the last snapshot), time.process_time() of the broker process (all its threads,
-   libzmq's I/O thread included) over the window divided by the broadcasts in it. A round's CPU includes
-   its N reports (decode, validate, buffer insert) and its N snapshot messages (filter, pack, publish).
+2. Broker CPU per broadcast as agents grow (2 to 1,024 by default, full topology): the same set-up run round
+   after round (the next round when every agent has the last snapshot), time.process_time() of the broker
+   process (all its threads, libzmq's I/O thread included) over the window divided by the broadcasts in it.
+   A round's CPU includes its N reports (decode, validate, buffer insert) and its N snapshot messages
+   (filter, pack, publish). Its parts are timed inside the broker (time.thread_time() of its main thread):
+   the reports (Broker.on_pull: receive, decode, validate, apply; CriticalBuffer.add among them) and
+   Broker.broadcast (build, pack, impair and hand the N snapshots to PUB); the rest is the poll loop and
+   libzmq's I/O thread. run.agents is capped at 256 by the config's validation; the bench sets it past the
+   cap on the loaded config, to measure the broker alone.
 3. CURVE on the fragment path: a Fragment as the actor sends it (codec Sender.pack, connect4 shapes,
    T = 128, E = 4) PUSH -> PULL from another process, sockets from protocol.transport.make_socket with and
    without CURVE keys (protocol.security), the PULL like the learner's (high-water mark
@@ -27,6 +32,7 @@ import logging
 import multiprocessing as mp
 import os
 import platform
+import resource
 import tempfile
 import threading
 import time
@@ -63,21 +69,47 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def open_files_for(agents: int) -> None:
+    """Raise this process's soft limit on open files (the broker child inherits it) to what `agents`
+    synthetic agents take: two sockets each, a connection and a mailbox per socket; or say why not."""
+    need = 4 * agents + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            raise SystemExit(f"{agents} agents need about {need} open files; the hard limit is {hard} (ulimit -Hn)")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+
+
 def pct(xs, q) -> float:
     return float(np.percentile(xs, q)) * 1e3
 
 
 # ---------------------------------------------------------------- broker side
-def serve_broker(overrides: list[str], run_dir: str, conn) -> None:
+def timed(spent: dict, name: str, fn):
+    """fn, adding the calling thread's CPU time in it to spent[name]."""
+    def wrapper(*args, **kwargs):
+        t0 = time.thread_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[name] += time.thread_time() - t0
+    return wrapper
+
+
+def serve_broker(cfg: C.Config, run_dir: str, conn) -> None:
     """Child process: the real Broker through its own run loop. A side thread answers each request on
-    `conn` with (process CPU seconds, broadcast rounds, reports applied) and stops the broker on "stop"."""
-    cfg = C.load(overrides=overrides, environ={})
+    `conn` with (process CPU seconds, broadcast rounds, reports applied, {"on_pull", "broadcast", "add": broker
+    thread CPU seconds in them}) and stops the broker on "stop"."""
     stop = threading.Event()
     broker = Broker(cfg, Path(run_dir), stop)
+    spent = {"on_pull": 0.0, "broadcast": 0.0, "add": 0.0}
+    broker.on_pull = timed(spent, "on_pull", broker.on_pull)
+    broker.broadcast = timed(spent, "broadcast", broker.broadcast)
+    broker.buffer.add = timed(spent, "add", broker.buffer.add)
 
     def control():
         while conn.recv() != "stop":
-            conn.send((time.process_time(), broker.seq, broker.reports))
+            conn.send((time.process_time(), broker.seq, broker.reports, dict(spent)))
         stop.set()
     threading.Thread(target=control, daemon=True).start()
     broker.run()
@@ -99,7 +131,7 @@ class Team:
             push = make_socket(ctx, zmq.PUSH, hwm=100, curve=curve)
             push.connect(tcp("127.0.0.1", cfg.net.broker_reports_port))
             sub = make_socket(ctx, zmq.SUB, max_bytes=self.max_bytes, curve=curve)
-            sub.setsockopt(zmq.SUBSCRIBE, b"snap/%d" % r)
+            sub.setsockopt(zmq.SUBSCRIBE, M.snapshot_topic(r))
             sub.connect(tcp("127.0.0.1", cfg.net.broker_snapshots_port))
             self.poller.register(sub, zmq.POLLIN)
             self.push.append(push)
@@ -130,9 +162,10 @@ class Team:
             self._report(r, every * self.k - 1)
         return t
 
-    def collect(self, timeout_s: float) -> dict[int, tuple[float, M.Message]]:
-        """{receiver: (receive time, snapshot)} of this round's snapshots that arrive within timeout_s."""
-        got: dict[int, tuple[float, M.Message]] = {}
+    def collect(self, timeout_s: float) -> dict[int, tuple[float, M.Message, int]]:
+        """{receiver: (receive time, snapshot, bytes without the topic)} of this round's snapshots that arrive
+        within timeout_s."""
+        got: dict[int, tuple[float, M.Message, int]] = {}
         end = time.monotonic() + timeout_s
         while len(got) < self.n and time.monotonic() < end:
             raw = []
@@ -146,7 +179,7 @@ class Team:
             for r, t, frames in raw:  # decode after every ready socket was read: timestamps stay clean
                 msg = decode(frames[1:], self.max_bytes)
                 if msg.seq == self.k:
-                    got[r] = (t, msg)
+                    got[r] = (t, msg, sum(len(f.buffer) for f in frames[1:]))
         return got
 
     def warm_up(self) -> None:
@@ -163,16 +196,18 @@ class BrokerProcess:
     """The real broker in a child process, with a Team of synthetic agents connected to it."""
 
     def __init__(self, agents: int, keys_dir: str = ""):
-        self.overrides = C.port_overrides(free_ports(len(C.PORT_FIELDS)), metrics_port=0) + [
-            f"run.agents={agents}", "broker.save_snapshots=false", f"security.keys_dir={keys_dir}"]
-        self.cfg = C.load(overrides=self.overrides, environ={})
+        overrides = C.port_overrides(free_ports(len(C.PORT_FIELDS)), metrics_port=0) + [
+            "broker.save_snapshots=false", f"security.keys_dir={keys_dir}"]
+        self.cfg = C.load(overrides=overrides, environ={})
+        self.cfg.run.agents = agents  # past the config's cap on purpose: the broker alone is measured
         self.tmp = tempfile.TemporaryDirectory()
         self.conn, child = SPAWN.Pipe()
-        self.proc = SPAWN.Process(target=serve_broker, args=(self.overrides, self.tmp.name, child), daemon=True)
+        self.proc = SPAWN.Process(target=serve_broker, args=(self.cfg, self.tmp.name, child), daemon=True)
 
     def __enter__(self):
         self.proc.start()
         self.ctx = zmq.Context()
+        self.ctx.set(zmq.MAX_SOCKETS, 2 * self.cfg.run.agents + 64)  # a PUSH and a SUB per agent
         self.team = Team(self.cfg, self.ctx)
         try:
             self.team.warm_up()
@@ -181,7 +216,7 @@ class BrokerProcess:
             raise
         return self
 
-    def stats(self) -> tuple[float, int, int]:
+    def stats(self) -> tuple[float, int, int, dict]:
         self.conn.send("stats")
         return self.conn.recv()
 
@@ -205,7 +240,7 @@ def snapshot_latency(agents: int, rounds: int, rate_hz: float, keys_dir: str = "
             t0 = b.team.round()
             got = b.team.collect(1.0)
             missing += agents - len(got)
-            for t, msg in got.values():
+            for t, msg, _ in got.values():
                 stamp.append(t - msg.body["created_at"])
                 trigger.append(t - t0)
                 entries.add(len(msg.arrays["scores"]))
@@ -215,18 +250,26 @@ def snapshot_latency(agents: int, rounds: int, rate_hz: float, keys_dir: str = "
 
 
 def broker_cpu(agents: int, seconds: float) -> dict:
-    """Back-to-back rounds for `seconds`; the broker process's CPU time per broadcast."""
+    """Back-to-back rounds for `seconds` (at least 5); per broadcast: the broker process's CPU time, the
+    broker thread's time in the reports, in CriticalBuffer.add and in broadcast() (ms), and the bytes of one
+    snapshot."""
     with BrokerProcess(agents) as b:
-        cpu0, seq0, rep0 = b.stats()
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
+        cpu0, seq0, rep0, spent0 = b.stats()
+        t0, k0 = time.perf_counter(), b.team.k
+        while time.perf_counter() - t0 < seconds or b.team.k - k0 < 5:
             b.team.round()
-            if len(b.team.collect(2.0)) != agents:
+            got = b.team.collect(5.0)
+            if len(got) != agents:
                 raise RuntimeError(f"{agents} agents: round {b.team.k} did not reach every subscriber")
-        cpu1, seq1, rep1 = b.stats()
+        cpu1, seq1, rep1, spent1 = b.stats()
         wall = time.perf_counter() - t0
     rounds = seq1 - seq0
-    return {"rounds": rounds, "reports": rep1 - rep0, "rate": rounds / wall, "cpu_ms": (cpu1 - cpu0) / rounds * 1e3}
+    per_round = {k: (spent1[k] - spent0[k]) / rounds * 1e3 for k in spent1}
+    _, msg, size = got[0]
+    return {"rounds": rounds, "reports": rep1 - rep0, "rate": rounds / wall, "cpu_ms": (cpu1 - cpu0) / rounds * 1e3,
+            "reports_ms": per_round["on_pull"] - per_round["broadcast"],  # a round's last report broadcasts
+            "broadcast_ms": per_round["broadcast"], "add_ms": per_round["add"], "entries": len(msg.arrays["scores"]),
+            "bytes": size}
 
 
 # ---------------------------------------------------------------- fragment path
@@ -311,40 +354,54 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0, help="measuring window of each CPU and fragment figure")
     ap.add_argument("--rounds", type=int, default=150, help="snapshot rounds of each latency figure")
     ap.add_argument("--rate", type=float, default=20.0, help="snapshot rounds per second in the latency figures")
+    ap.add_argument("--agents", type=int, nargs="+", default=[2, 16, 64, 256, 1024],
+                    help="agent counts of the broker CPU table")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs of each broker CPU row; the one with the least CPU per round is printed (CPU time "
+                    "inflates when other processes share the cores)")
+    ap.add_argument("--only", choices=["latency", "cpu", "fragments"], help="run one part only")
     args = ap.parse_args()
     print(f"machine: {machine()}\nbefore: {load()}\n")
     with tempfile.TemporaryDirectory() as keys:
         S.generate_keys(keys, S.default_names(16))
-        print(f"### Snapshot delivery latency (loopback, no impairment, K = 64, 16 agents, {args.rounds} rounds "
-              f"at {args.rate:g}/s)\n")
-        print("| sockets | snapshots received | entries per snapshot | broker stamp -> receipt p50 / p99 ms "
-              "| trigger report sent -> receipt p50 / p99 ms |\n|---|---|---|---|---|")
-        for name, keys_dir in (("plain", ""), ("CURVE", keys)):
-            r = snapshot_latency(16, args.rounds, args.rate, keys_dir)
-            print(f"| {name} | {r['n']} (missing {r['missing']}) | {', '.join(map(str, r['entries']))} "
-                  f"| {r['stamp'][0]:.2f} / {r['stamp'][1]:.2f} | {r['trigger'][0]:.2f} / {r['trigger'][1]:.2f} |",
-                  flush=True)
-        print(f"\n### Broker CPU per broadcast (K = 64, {args.seconds:g} s of back-to-back rounds per row)\n")
-        print("| agents | rounds | broadcasts/s | broker CPU ms per broadcast | per receiver us |\n"
-              "|---|---|---|---|---|")
-        for n in (2, 4, 8, 16, 32, 64):
-            r = broker_cpu(n, args.seconds)
-            print(f"| {n} | {r['rounds']} | {r['rate']:.0f} | {r['cpu_ms']:.3f} | {r['cpu_ms'] / n * 1e3:.0f} |",
-                  flush=True)
-        print(f"\n### Fragment path, plain vs. CURVE (connect4 Fragment T = 128, E = 4, PUSH -> PULL over loopback, "
-              f"{args.seconds:g} s per row)\n")
-        print("| receiver | sockets | fragment KB | fragments/s | MB/s | receiver CPU us/msg | sender CPU us/msg |"
-              "\n|---|---|---|---|---|---|---|")
-        for validate in (False, True):
-            res = {}
+        if args.only in (None, "latency"):
+            print(f"### Snapshot delivery latency (loopback, no impairment, K = 64, 16 agents, {args.rounds} rounds "
+                  f"at {args.rate:g}/s)\n")
+            print("| sockets | snapshots received | entries per snapshot | broker stamp -> receipt p50 / p99 ms "
+                  "| trigger report sent -> receipt p50 / p99 ms |\n|---|---|---|---|---|")
             for name, keys_dir in (("plain", ""), ("CURVE", keys)):
-                r = res[name] = fragment_path(keys_dir, validate, args.seconds)
-                how = "receive() (decode + validate)" if validate else "raw recv"
-                print(f"| {how} | {name} | {r['size'] / 1e3:.0f} | {r['rate']:,.0f} | {r['mbps']:,.0f} "
-                      f"| {r['recv_us']:.0f} | {r['send_us']:.0f} |", flush=True)
-            c, p = res["CURVE"], res["plain"]
-            print(f"| | CURVE / plain | | {c['rate'] / p['rate']:.2f}x | | {c['recv_us'] / p['recv_us']:.2f}x "
-                  f"| {c['send_us'] / p['send_us']:.2f}x |", flush=True)
+                r = snapshot_latency(16, args.rounds, args.rate, keys_dir)
+                print(f"| {name} | {r['n']} (missing {r['missing']}) | {', '.join(map(str, r['entries']))} "
+                      f"| {r['stamp'][0]:.2f} / {r['stamp'][1]:.2f} | {r['trigger'][0]:.2f} / {r['trigger'][1]:.2f} |",
+                      flush=True)
+        if args.only in (None, "cpu"):
+            open_files_for(max(args.agents))
+            print(f"\n### Broker CPU per broadcast (K = 64, full topology, {args.seconds:g} s and at least 5 "
+                  f"back-to-back rounds per run, least CPU of {args.repeat} run(s) per row)\n")
+            print("| agents | rounds | broadcasts/s | snapshot bytes (entries) | broker CPU ms per round | N reports ms "
+                  "(of which CriticalBuffer.add) | broadcast() ms | rest ms | per agent us |\n"
+                  "|---|---|---|---|---|---|---|---|---|")
+            for n in args.agents:
+                r = min((broker_cpu(n, args.seconds) for _ in range(args.repeat)), key=lambda x: x["cpu_ms"])
+                rest = r["cpu_ms"] - r["reports_ms"] - r["broadcast_ms"]
+                print(f"| {n} | {r['rounds']} | {r['rate']:.1f} | {r['bytes']:,} ({r['entries']}) | {r['cpu_ms']:.2f} "
+                      f"| {r['reports_ms']:.2f} ({r['add_ms']:.2f}) | {r['broadcast_ms']:.2f} | {rest:.2f} "
+                      f"| {r['cpu_ms'] / n * 1e3:.0f} |", flush=True)
+        if args.only in (None, "fragments"):
+            print(f"\n### Fragment path, plain vs. CURVE (connect4 Fragment T = 128, E = 4, PUSH -> PULL over "
+                  f"loopback, {args.seconds:g} s per row)\n")
+            print("| receiver | sockets | fragment KB | fragments/s | MB/s | receiver CPU us/msg | sender CPU us/msg |"
+                  "\n|---|---|---|---|---|---|---|")
+            for validate in (False, True):
+                res = {}
+                for name, keys_dir in (("plain", ""), ("CURVE", keys)):
+                    r = res[name] = fragment_path(keys_dir, validate, args.seconds)
+                    how = "receive() (decode + validate)" if validate else "raw recv"
+                    print(f"| {how} | {name} | {r['size'] / 1e3:.0f} | {r['rate']:,.0f} | {r['mbps']:,.0f} "
+                          f"| {r['recv_us']:.0f} | {r['send_us']:.0f} |", flush=True)
+                c, p = res["CURVE"], res["plain"]
+                print(f"| | CURVE / plain | | {c['rate'] / p['rate']:.2f}x | | {c['recv_us'] / p['recv_us']:.2f}x "
+                      f"| {c['send_us'] / p['send_us']:.2f}x |", flush=True)
     print(f"\nafter: {load()}")
 
 

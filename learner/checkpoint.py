@@ -14,29 +14,37 @@ from pathlib import Path
 
 import torch
 
-LATEST = "latest.pt"
-
 
 def save(state: dict, folder: Path, version: int, keep: int = 3) -> Path:
-    """Write ckpt-<version>.pt atomically, point `latest` at it, and keep only the `keep` newest."""
+    """Write ckpt-<version>.pt atomically, point `latest` at it, and keep only the `keep` newest. A write that
+    fails (a full disk) raises OSError and leaves the previous checkpoint, `latest` and no temporary file."""
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
+    target = folder / f"ckpt-{version:08d}.pt"
+    _write_atomic(target, lambda f: torch.save(state, f))
+    _write_atomic(folder / "latest", lambda f: f.write(target.name.encode()))
+    for old in sorted(folder.glob("ckpt-*.pt"))[:-keep]:
+        old.unlink(missing_ok=True)
+    return target
+
+
+def _write_atomic(path: Path, write) -> None:
+    """write(file) into a temporary file beside `path`, fsync, rename over `path`, fsync the folder (so the
+    rename itself survives a crash)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
-        target = folder / f"ckpt-{version:08d}.pt"
-        os.replace(tmp, target)
-        latest_tmp = folder / ".latest.tmp"
-        latest_tmp.write_text(target.name)
-        os.replace(latest_tmp, folder / "latest")
-        for old in sorted(folder.glob("ckpt-*.pt"))[:-keep]:
-            old.unlink(missing_ok=True)
-        return target
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def latest(folder: Path) -> Path | None:

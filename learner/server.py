@@ -24,7 +24,16 @@ queue per agent holds at most `actor.max_inflight` fragments.
 Liveness: a `Heartbeat` {"role": "learner", "incarnation": ...} on topic b"hb" every `net.heartbeat_s` (the
 header carries the same incarnation), so actors can tell a silent learner (3 intervals without any traffic)
 and a restarted one (a new incarnation: they reset their credit counters). With
-`learner.resume_if_checkpoint` a restarted learner continues from its last checkpoint when there is one.
+`learner.resume_if_checkpoint` a restarted learner continues from its last checkpoint when there is one
+(versions and env steps continue from it; metrics.jsonl rows of later, lost updates are dropped).
+
+Checkpoints: every `learner.checkpoint_every` updates or `learner.checkpoint_seconds`, whichever comes first,
+and at the end. A write that fails (a full disk) is logged and counted and training goes on: the last good
+checkpoint stays in place (learner/checkpoint.py).
+
+The end: when every agent reached `run.total_steps` and the final checkpoint is written, a Stop on topic
+"stop" (repeated for a heartbeat interval) tells the actors and the broker that the run is over. Nothing else
+sends it: an interrupted or failed learner leaves them running for its restart.
 """
 from __future__ import annotations
 
@@ -67,6 +76,8 @@ AGENT_LAG = Gauge("magicmask_learner_policy_lag", "Policy lag of the agent's las
 AGENT_EVAL = Gauge("magicmask_learner_eval", "Latest evaluation figures reported by the actor", ["agent", "name"])
 STALE = Counter("magicmask_learner_stale_fragments", "Fragments dropped for policy lag", ["agent"])
 RESTARTS = Counter("magicmask_learner_actor_incarnations", "New actor incarnations seen", ["agent"])
+CHECKPOINT_FAILURES = Counter("magicmask_learner_checkpoint_failures",
+                              "Checkpoint writes that failed (the last good checkpoint stays in place)")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -124,9 +135,12 @@ class Learner:
         self.hb: HeartbeatPublisher | None = None  # on the PUB socket: made by bind()
         self.t_start = time.time()
         self.consumed_start = 0          # env steps already trained on when this process started (resume)
+        self.last_checkpoint = time.monotonic()
         if cfg.learner.resume or (cfg.learner.resume_if_checkpoint
                                    and checkpoint.latest(self.run_dir / "checkpoints") is not None):
             self.resume()
+        if cfg.learner.resume or cfg.learner.resume_if_checkpoint:
+            self.trim_metrics()
 
     # ---------------- state ----------------
     def state(self) -> dict:
@@ -157,6 +171,30 @@ class Learner:
         self.version = int(st["version"])
         self.consumed = st["consumed"].numpy().astype(np.int64)
         log.info("resumed from %s at version %d, steps %s", path, self.version, self.consumed.tolist())
+
+    def trim_metrics(self) -> None:
+        """A learner that continues a run starts at its checkpoint's version (0 without one): the rows a stopped
+        learner wrote for later updates describe training that is lost, and this learner writes those versions
+        again. They are dropped, with a torn last line, so metrics.jsonl's versions stay strictly increasing.
+        The file is replaced atomically."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.is_file():
+            return
+        lines = path.read_text().splitlines()
+        keep = []
+        for line in lines:
+            try:
+                if json.loads(line)["version"] <= self.version:
+                    keep.append(line)
+            except (ValueError, KeyError, TypeError):
+                pass
+        if len(keep) == len(lines):
+            return
+        tmp = path.with_name(".metrics.jsonl.tmp")
+        tmp.write_text("".join(f"{line}\n" for line in keep))
+        tmp.replace(path)
+        log.warning("metrics.jsonl: %d rows after version %d dropped (updates lost with the learner that wrote them)",
+                    len(lines) - len(keep), self.version)
 
     # ---------------- sockets ----------------
     def bind(self) -> None:
@@ -298,7 +336,9 @@ class Learner:
                                            for a in range(self.n)) else time.monotonic()
         self.publish()
         self.record(agents, stats, steps, time.monotonic() - t0)
-        if self.version % self.cfg.learner.checkpoint_every == 0:
+        every_s = self.cfg.learner.checkpoint_seconds
+        if (self.version % self.cfg.learner.checkpoint_every == 0
+                or (every_s and time.monotonic() - self.last_checkpoint >= every_s)):
             self.save()
 
     def record(self, agents, stats: dict[int, dict[str, float]], steps, update_s) -> None:
@@ -341,9 +381,18 @@ class Learner:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
 
-    def save(self) -> None:
-        path = checkpoint.save(self.state(), self.run_dir / "checkpoints", self.version)
+    def save(self) -> bool:
+        """Write a checkpoint; False when the write failed (a full or read-only disk): that is logged and counted
+        and training goes on, the last good checkpoint still in place and the next one tried on schedule."""
+        self.last_checkpoint = time.monotonic()
+        try:
+            path = checkpoint.save(self.state(), self.run_dir / "checkpoints", self.version)
+        except OSError as e:
+            CHECKPOINT_FAILURES.inc()
+            log.error("checkpoint of version %d failed, the last good one stays: %s", self.version, e)
+            return False
         log.info("checkpoint %s", path.name)
+        return True
 
     def serve(self, poll_ms: int) -> None:
         """Answer state requests and take fragments, waiting at most poll_ms for the first message."""
@@ -365,13 +414,16 @@ class Learner:
     def should_stop(self) -> bool:
         return self.stopping or (self.stop_event is not None and self.stop_event.is_set())
 
-    def run(self) -> None:
+    def run(self) -> int:
+        """Train until every agent reached run.total_steps or stop is asked for. Returns the exit status: 0, or 1
+        when the last checkpoint could not be written (a restarted learner then continues from the last good
+        one, so the run's end is not announced)."""
         from torch.utils.tensorboard import SummaryWriter  # imported here: slow, and only the process needs it
         self.tb = SummaryWriter(str(self.run_dir / "tb"))
         self.bind()
         self.t_start, self.consumed_start = time.time(), int(self.consumed.sum())
         self.publish()
-        reason = "interrupted"
+        reason, finished = "interrupted", False
         poll_ms = max(1, min(100, int(self.cfg.net.heartbeat_s * 500)))
         try:
             while not self.should_stop():
@@ -382,16 +434,28 @@ class Learner:
                     self.heartbeat()
                     self.update(agents)
                 if self.consumed.min() >= self.cfg.run.total_steps:
-                    reason = f"every agent reached run.total_steps={self.cfg.run.total_steps}"
+                    reason, finished = f"every agent reached run.total_steps={self.cfg.run.total_steps}", True
                     break
         finally:
-            self.save()
-            for _ in range(3):  # PUB is fire-and-forget: repeat so every subscriber hears it
-                self.publish_stop(reason)
-                time.sleep(0.05)
+            saved = self.save()
+            if finished and saved:
+                self.announce_finished(reason)
             self.tb.close()
             self.close()
-            log.info("learner stopped: %s", reason)
+            log.info("learner stopped: %s%s", reason, "" if saved else " (the last checkpoint could not be written)")
+        return 0 if saved else 1
+
+    def announce_finished(self, reason: str) -> None:
+        """The run's end, for every process started on its own (several hosts, pods): Stop on topic "stop" every
+        50 ms for one heartbeat interval (at least 0.15 s). PUB is fire-and-forget, so the repeats reach a
+        subscriber that was reconnecting; actors and the broker stop on it. Only a finished run sends it: a
+        learner that is interrupted or fails leaves the others running for its restart."""
+        end = time.monotonic() + max(0.15, self.cfg.net.heartbeat_s)
+        while True:
+            self.publish_stop(reason)
+            if time.monotonic() >= end:
+                return
+            time.sleep(0.05)
 
 
 def main(cfg: Config, spec: EnvSpec, run_dir: Path, stop_event=None) -> int:
@@ -402,5 +466,4 @@ def main(cfg: Config, spec: EnvSpec, run_dir: Path, stop_event=None) -> int:
     if stop_event is None:
         signal.signal(signal.SIGTERM, lambda *_: setattr(learner, "stopping", True))
         signal.signal(signal.SIGINT, lambda *_: setattr(learner, "stopping", True))
-    learner.run()
-    return 0
+    return learner.run()

@@ -13,7 +13,8 @@ from typing import Any, Sequence
 import msgpack
 import numpy as np
 
-from magicmask.protocol.messages import COMPATIBLE_VERSIONS, DTYPES, KINDS, PROTOCOL_VERSION, Message, ProtocolError
+from magicmask.protocol.messages import (COMPATIBLE_VERSIONS, DTYPE_NAMES, DTYPES, KINDS, PROTOCOL_VERSION, Message,
+                                         ProtocolError)
 
 _HEADER_KEYS = {"v": int, "k": str, "a": int, "i": int, "s": int, "p": int, "t": float, "b": dict, "x": list}
 
@@ -33,9 +34,11 @@ def encode(kind: str, body: dict | None = None, arrays: dict[str, np.ndarray] | 
     specs, frames = [], []
     for name, arr in arrays.items():
         arr = np.ascontiguousarray(arr)
-        if arr.dtype.name not in DTYPES:
-            raise ValueError(f"array {name!r}: dtype {arr.dtype.name} not allowed on the wire ({', '.join(DTYPES)})")
-        specs.append([name, arr.dtype.name, list(arr.shape)])
+        dtype = DTYPE_NAMES.get(arr.dtype)
+        if dtype is None:
+            raise ValueError(f"array {name!r}: dtype {arr.dtype} not allowed on the wire ({', '.join(DTYPES)}, "
+                             "native byte order)")
+        specs.append([name, dtype, list(arr.shape)])
         frames.append(memoryview(arr).cast("B") if arr.size else b"")
     header = {"v": PROTOCOL_VERSION, "k": kind, "a": int(agent), "i": int(incarnation), "s": int(seq),
               "p": int(policy_version), "t": float(time.time() if sent_at is None else sent_at),

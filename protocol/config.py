@@ -43,7 +43,17 @@ class RunConfig:
     total_steps: int = opt(200_000, "Env steps per agent after which the learner stops the run.", ge=1)
     log_level: str = opt("INFO", "Log level of every process.", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     progress: bool = opt(True, "Show the live progress view in `magicmask run`.")
-    max_actor_restarts: int = opt(5, "Restarts of one actor by the supervisor before the run stops.", ge=0)
+    max_restarts: int = opt(
+        5, "Restarts of one process (the broker, the learner or an actor) by `magicmask run`'s supervisor before "
+        "the run stops. Each restart of a process waits twice as long as its last (0.5 s, 1 s, 2 s, ... at most "
+        "30 s), so a process that cannot start does not spin.", ge=0)
+    max_actor_restarts: int = opt(
+        -1, "The old name of run.max_restarts, for actors only: kept so that config files that set it still "
+        "load and mean what they meant. -1: run.max_restarts applies to actors too.", ge=-1)
+    min_free_mb: int = opt(
+        100, "`magicmask run` refuses to start when the run directory's disk has less free space than this many "
+        "MiB (checkpoints, metrics, TensorBoard files and logs need room; a gates checkpoint of 3 agents is "
+        "0.8 MiB, three are kept).", ge=0)
 
 
 @dataclass
@@ -148,6 +158,9 @@ class LearnerConfig:
     batch_deadline_s: float = opt(10.0, "Update with the agents that have a batch once this much time passed since the first did.", gt=0.0)
     liveness_s: float = opt(15.0, "An agent with no traffic for this long is not waited for.", gt=0.0)
     checkpoint_every: int = opt(20, "Write an atomic checkpoint every this many updates.", ge=1)
+    checkpoint_seconds: float = opt(
+        60.0, "Also write a checkpoint when this many seconds passed since the last one (0: only "
+        "learner.checkpoint_every counts): bounds the training a restarted learner loses.", ge=0.0)
     device: str = opt("auto", "auto (CUDA when present), cpu, cuda or cuda:N.")
     torch_threads: int = opt(1, "torch threads in the learner.", ge=1, le=256)
     resume: bool = opt(False, "Continue from the run directory's last checkpoint.")
@@ -200,6 +213,12 @@ class NetConfig:
     broker_reports_port: int = opt(5558, "Broker PULL port for critical reports.", ge=1, le=65535)
     broker_snapshots_port: int = opt(5559, "Broker PUB port for critical snapshots.", ge=1, le=65535)
     broker_router_port: int = opt(5560, "Broker ROUTER port: current snapshot on request.", ge=1, le=65535)
+    auto_ports: bool = opt(
+        True, "`magicmask run` on a loopback net.host takes a free port for every socket port still at its "
+        "default, and a free block for net.metrics_port when it is at its default and net.metrics_host is "
+        "loopback, and writes them to the run's config.yaml: several runs then share one machine. Ports set to "
+        "other values, every port with false here or a non-loopback host: used as configured, and one that is "
+        "in use stops the run before any process starts, naming what holds it.")
     metrics_host: str = opt("127.0.0.1", "Address of every Prometheus metrics endpoint.")
     metrics_port: int = opt(9400, "Broker metrics port; the learner uses +1 and actor i uses +2+i (0: off).", ge=0, le=65535)
     actor_metrics_port: int = opt(

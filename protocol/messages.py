@@ -3,7 +3,8 @@
 Every message is a msgpack header (see `codec.py`) plus one raw frame per array. The schema of a kind
 names its body fields with their types and its arrays with dtype and shape. Shapes use symbols that the
 receiver binds from its run config (`T` fragment length, `E` env copies, `A` actions, `K` key size,
-`obs` the observation shape); any other symbol must be the same wherever it appears in one message.
+`F` bytes of a finder bitmap, `obs` the observation shape); any other symbol must be the same wherever it
+appears in one message.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: a snapshot's finders are a packed bitmap per entry (1: an int64 bit set, <= 64 agents)
 # Versions a receiver accepts: exactly its own (the format has no optional parts yet).
 COMPATIBLE_VERSIONS = (PROTOCOL_VERSION,)
 
@@ -21,6 +22,9 @@ FRAGMENT, REPORT, SNAPSHOT, WEIGHTS, HEARTBEAT, STOP = (
 KINDS = (FRAGMENT, REPORT, SNAPSHOT, WEIGHTS, HEARTBEAT, STOP)
 
 DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
+# dtype -> its name in DTYPES (native byte order only): a dict lookup, because numpy 2's `dtype.name` is
+# computed in Python on every access (2-6 us), which was most of the cost of encoding a small message
+DTYPE_NAMES = {np.dtype(d): d for d in DTYPES}
 
 
 class ProtocolError(ValueError):
@@ -89,12 +93,41 @@ SCHEMAS: dict[str, Schema] = {
         arrays={
             "keys": ("float32", ("N", "K")),
             "scores": ("float32", ("N",)),
-            "finders": ("int64", ("N",)),     # bit set of the agents that reported the state
+            "finders": ("uint8", ("N", "F")),  # who reported each state: see finder_bytes
         }),
     WEIGHTS: Schema(body={"target": int}, arrays=None),
     HEARTBEAT: Schema(body={"role": str}, arrays=None),
     STOP: Schema(body={"reason": str}, arrays={}),
 }
+
+
+def finder_bytes(agents: int) -> int:
+    """Width F of a snapshot's `finders` rows for a run of `agents` agents: one bit per agent, agent i at bit
+    i % 8 of byte i // 8 (numpy's packbits with bitorder="little"). A bitmap rather than a list of ids, so
+    every row has the same width and the schema checks it (receivers bind F from run.agents)."""
+    return (int(agents) + 7) // 8
+
+
+def finder_mask(ids, agents: int) -> np.ndarray:
+    """The packed finder row (uint8[F]) with the bits of `ids` set; ids outside 0..agents-1 are refused."""
+    ids = np.fromiter(ids, np.int64)
+    if ids.size and not (0 <= ids.min() and ids.max() < agents):
+        raise ValueError(f"agent ids {sorted(set(ids[(ids < 0) | (ids >= agents)].tolist()))[:5]} are not in "
+                         f"0..{agents - 1}")
+    bits = np.zeros(finder_bytes(agents) * 8, bool)
+    bits[ids] = True
+    return np.packbits(bits, bitorder="little")
+
+
+def finder_ids(row: np.ndarray) -> list[int]:
+    """The agent ids whose bits are set in one packed finder row."""
+    return np.flatnonzero(np.unpackbits(np.asarray(row, np.uint8), bitorder="little")).tolist()
+
+
+def snapshot_topic(receiver: int) -> bytes:
+    """The PUB topic of `receiver`'s snapshots. SUB matches topics by prefix, so the id is closed with "/":
+    b"snap/1" would also take the snapshots of agents 10-19, 100-199, ..."""
+    return b"snap/%d/" % receiver
 
 
 def _type_ok(v: Any, t) -> bool:
@@ -129,7 +162,7 @@ def validate(msg: Message, context: dict[str, Any], allowed_kinds=KINDS) -> Mess
     for name, (dtype, shape) in schema.arrays.items():
         arr = msg.arrays[name]
         want_dtype = context.get("obs_dtype", "float32") if dtype == "obs_dtype" else dtype
-        if arr.dtype.name != want_dtype:
+        if DTYPE_NAMES.get(arr.dtype) != want_dtype:
             raise ProtocolError("dtype", f"{msg.kind}.{name}: dtype {arr.dtype.name}, expected {want_dtype}")
         want: list[int | None] = []
         for sym in shape:

@@ -79,8 +79,9 @@ class Client:
 
     def __init__(self, cfg, receivers=(0,)):
         self.cfg, self.ctx = cfg, zmq.Context()
+        self.context = {"K": D, "F": M.finder_bytes(cfg.run.agents)}  # what an actor binds
         self.senders = {}
-        self.topics = {b"snap/%d" % r for r in receivers}
+        self.topics = {M.snapshot_topic(r) for r in receivers}
         self.push = self._sock(zmq.PUSH)
         self.push.connect(tcp("127.0.0.1", cfg.net.broker_reports_port))
         self.sub = self._sock(zmq.SUB)
@@ -116,8 +117,8 @@ class Client:
             t = time.time()
             if frames[0] not in self.topics:
                 continue  # a heartbeat, or another receiver's snapshot
-            msg = M.validate(decode(frames[1:], 2**26), {"K": D}, (M.SNAPSHOT,))
-            assert frames[0] == b"snap/%d" % msg.body["receiver"]
+            msg = M.validate(decode(frames[1:], 2**26), self.context, (M.SNAPSHOT,))
+            assert frames[0] == M.snapshot_topic(msg.body["receiver"])
             return t, msg
         return None
 
@@ -136,7 +137,7 @@ class Client:
         dealer.send_multipart(self.sender(agent).pack(M.HEARTBEAT, {"role": "actor", "want": "snapshot"}))
         if not dealer.poll(int(timeout * 1000)):
             return None
-        return M.validate(decode(dealer.recv_multipart(), 2**26), {"K": D}, (M.SNAPSHOT,))
+        return M.validate(decode(dealer.recv_multipart(), 2**26), self.context, (M.SNAPSHOT,))
 
     def close(self):
         for s in (self.push, self.sub, self.dealer):
@@ -174,7 +175,7 @@ def test_snapshot_every_50_steps_and_late_joiner(free_ports, start_broker, clien
         assert len(sc) == 20 and np.all(np.diff(sc) <= 0)  # full buffer, best first
     lines = [json.loads(x) for x in (tmp_path / "critical" / "snapshots.jsonl").read_text().splitlines()]
     assert [x["seq"] for x in lines] == list(range(1, 11)) and lines[-1]["n"] == 20
-    assert lines[-1]["finders"][:2] == [2, 1] and lines[-1]["dropped"] == []
+    assert lines[-1]["finders"][:2] == [[1], [0]] and lines[-1]["dropped"] == []
     assert metric("magicmask_broker_snapshot_seq") == 10
     # a late joiner: state request over the ROUTER gives the current snapshot with the last seq (Clone)
     late = c._sock(zmq.DEALER)
@@ -256,11 +257,47 @@ def test_ring_topology(free_ports, start_broker, clients):
     assert sorted(snaps) == list(range(n))
     for r, m in snaps.items():
         want = {(r - 1) % n, r, (r + 1) % n}
-        assert {int(f).bit_length() - 1 for f in m.arrays["finders"]} == want
-        for k, f in zip(m.arrays["keys"], m.arrays["finders"]):
-            np.testing.assert_allclose(k, keys[int(f).bit_length() - 1], atol=1e-6)
+        finders = [M.finder_ids(f) for f in m.arrays["finders"]]
+        assert all(len(f) == 1 for f in finders) and {f[0] for f in finders} == want
+        for k, f in zip(m.arrays["keys"], finders):
+            np.testing.assert_allclose(k, keys[f[0]], atol=1e-6)
     m = c.request(2)
-    assert sorted(int(f).bit_length() - 1 for f in m.arrays["finders"]) == [1, 2, 3]
+    assert sorted(M.finder_ids(f)[0] for f in m.arrays["finders"]) == [1, 2, 3]
+
+
+def test_256_agents_every_finder_arrives_and_each_topic_is_its_own(free_ports, start_broker, clients):
+    """Agent ids past 63 (the old bit sets' limit) are kept and named in the finder bitmaps of a ring, and a
+    subscriber of agent 1 gets agent 1's snapshots only (not 10-19, 100-199: SUB matches topic prefixes)."""
+    n = 256
+    cfg = make_cfg(free_ports(3), agents=n, comm={"topology": "ring"}, broker={"min_score": 0.0, "save_snapshots": False})
+    start_broker(cfg)
+    c = clients(cfg, receivers=(0, 199, 200, 202))
+    sub = c._sock(zmq.SUB)
+    got = []
+    try:
+        for topic in (M.snapshot_topic(1), M.snapshot_topic(20), b"hb"):
+            sub.setsockopt(zmq.SUBSCRIBE, topic)
+        sub.connect(tcp("127.0.0.1", cfg.net.broker_snapshots_port))
+        assert wait_for(lambda: sub.poll(100) and sub.recv_multipart()[0] == b"hb"), "no heartbeat on the SUB"
+        sub.setsockopt(zmq.UNSUBSCRIBE, b"hb")  # connected: from now on only the two snapshot topics
+        keys = unit_keys(2)
+        c.report(200, 10, keys[:1], [0.9])
+        c.report(255, 20, keys[1:], [0.8])
+        c.report(201, 30, keys[:1], [0.5])  # the state agent 200 found
+        c.report(0, 50)                     # crosses the clock
+        snaps = {m.body["receiver"]: m for _, m in c.take(4)}
+        while sub.poll(500):
+            frames = sub.recv_multipart()
+            if frames[0] != b"hb":
+                got.append((frames[0], decode(frames[1:], 2**26).body["receiver"]))
+    finally:
+        sub.close(linger=0)
+    assert sorted(snaps) == [0, 199, 200, 202]
+    for r, want in ((200, [[200, 201]]), (199, [[200]]), (202, [[201]]), (0, [[255]])):
+        m = snaps[r]
+        assert m.arrays["finders"].shape == (1, 32) and [M.finder_ids(f) for f in m.arrays["finders"]] == want, r
+        np.testing.assert_allclose(m.arrays["keys"][0], keys[0 if r != 0 else 1], atol=1e-6)
+    assert sorted(got) == [(M.snapshot_topic(1), 1), (M.snapshot_topic(20), 20)]
 
 
 def test_nocomm_receives_but_never_broadcasts(free_ports, start_broker, clients):

@@ -147,6 +147,80 @@ def test_stale_fragment_returns_its_credit_at_once(tmp_path, free_ports, ctx):
         th.join(10)
 
 
+def test_learner_survives_failed_checkpoint_writes_and_tries_again(tmp_path, free_ports, ctx, monkeypatch):
+    """A full disk at a checkpoint: the learner logs and counts it and keeps training, and the next checkpoint is
+    written once there is room. A failed final checkpoint makes its exit status 1 and the run's end is not
+    announced (no Stop): a restarted learner continues from the last good checkpoint."""
+    import errno
+
+    import torch
+    from prometheus_client import REGISTRY
+    cfg = make_cfg(free_ports(6), "learner.checkpoint_every=1", "learner.checkpoint_seconds=0")
+    spec = env_spec(cfg)
+    disk_full = threading.Event()
+    real_save = torch.save
+
+    def save(obj, f, *a, **kw):
+        if disk_full.is_set():
+            f.write(b"\x80partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **kw)
+    monkeypatch.setattr(torch, "save", save)
+
+    def failures():
+        return REGISTRY.get_sample_value("magicmask_learner_checkpoint_failures_total") or 0.0
+    before = failures()
+    stop, status = threading.Event(), []
+    learner = Learner(cfg, spec, tmp_path, stop)
+    th = threading.Thread(target=lambda: status.append(learner.run()), daemon=True)
+    th.start()
+    sub, push = learner_peers(ctx, cfg)
+    s = Sender(agent=0)
+    body = {"episodes": [], "env_steps": 16, "eval": {}}
+    try:
+        disk_full.set()
+        for v in (1, 2):
+            push.send_multipart(s.pack(M.FRAGMENT, body, fragment_arrays(cfg, spec), policy_version=v - 1))
+            assert next_weights(sub, lambda m: m.policy_version == v) is not None, f"no version {v}: training stopped"
+        assert wait_for(lambda: failures() - before == 2, 10) and checkpoint_names(tmp_path) == []
+        disk_full.clear()
+        push.send_multipart(s.pack(M.FRAGMENT, body, fragment_arrays(cfg, spec), policy_version=2))
+        assert next_weights(sub, lambda m: m.policy_version == 3) is not None
+        assert wait_for(lambda: checkpoint_names(tmp_path) == ["ckpt-00000003.pt", "latest"], 10), checkpoint_names(tmp_path)
+        disk_full.set()
+    finally:
+        stop.set()
+        th.join(15)
+    assert status == [1] and failures() - before == 3
+    assert (tmp_path / "checkpoints" / "latest").read_text() == "ckpt-00000003.pt"
+    while (frames := recv(sub, 300)) is not None:
+        assert frames[0] != b"stop", "an unfinished run announced its end"
+
+
+def test_learner_checkpoints_by_time_as_well_as_by_updates(tmp_path, free_ports, ctx):
+    """learner.checkpoint_seconds: with checkpoint_every far off, an update after that many seconds writes one."""
+    cfg = make_cfg(free_ports(6), "learner.checkpoint_every=1000", "learner.checkpoint_seconds=1")
+    spec = env_spec(cfg)
+    learner, th, stop = start_learner(cfg, tmp_path)
+    sub, push = learner_peers(ctx, cfg)
+    s = Sender(agent=0)
+    body = {"episodes": [], "env_steps": 16, "eval": {}}
+    try:
+        push.send_multipart(s.pack(M.FRAGMENT, body, fragment_arrays(cfg, spec), policy_version=0))
+        assert next_weights(sub, lambda m: m.policy_version == 1) is not None
+        time.sleep(1.1)
+        push.send_multipart(s.pack(M.FRAGMENT, body, fragment_arrays(cfg, spec), policy_version=1))
+        assert wait_for(lambda: "ckpt-00000002.pt" in checkpoint_names(tmp_path), 10), checkpoint_names(tmp_path)
+    finally:
+        stop.set()
+        th.join(15)
+
+
+def checkpoint_names(run_dir):
+    """Every file in the checkpoints folder, temporary ones included."""
+    return sorted(p.name for p in (run_dir / "checkpoints").iterdir()) if (run_dir / "checkpoints").is_dir() else []
+
+
 def test_actor_follows_the_contract_and_survives_bad_input(tmp_path, free_ports, ctx):
     cfg = make_cfg(free_ports(6), "actor.guidance_prob=1.0", "actor.eps0=0.3", "actor.eps_min=0.3", "actor.report_every=10")
     spec = env_spec(cfg)
@@ -195,7 +269,7 @@ def test_actor_follows_the_contract_and_survives_bad_input(tmp_path, free_ports,
         broker = Sender(-1)
         snap = broker.pack(M.SNAPSHOT, {"created_at": time.time(), "clock": 50, "receiver": 0},
                                {"keys": keys, "scores": np.ones(len(keys), np.float32),
-                                "finders": np.full(len(keys), 2, np.int64)})
+                                "finders": np.full((len(keys), 1), 0b10, np.uint8)})  # a peer's (id 1)
         broker_router.send_multipart([br[0], *snap])
         router.send_multipart([ident, *learner.pack(M.WEIGHTS, {"target": 0}, nets.agent_state(0), policy_version=0)])
         frames = recv(pull, 20000)
@@ -217,7 +291,7 @@ def test_actor_follows_the_contract_and_survives_bad_input(tmp_path, free_ports,
             assert wait_for(lambda: sock.send_multipart([b"hb", *sender.pack(M.HEARTBEAT, {"role": peer.name})])
                             or peer.last_heard > t0), f"the actor never heard the {peer.name}'s PUB"
         pub.send_multipart([b"w/0", b"junk"])
-        snaps.send_multipart([b"snap/0", b"junk"])
+        snaps.send_multipart([M.snapshot_topic(0), b"junk"])
         rep = recv(reports, 10000)
         assert rep is not None and decode(rep, 1 << 20).kind == M.REPORT
         # out of credit (2 fragments untrained) the actor waits; credit from the learner releases it

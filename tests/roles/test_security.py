@@ -116,7 +116,7 @@ def test_broker_admits_only_allowed_actor_keys(tmp_path, free_ports, keys, caplo
         push = make_socket(ctx, zmq.PUSH, hwm=100, curve=curve)
         push.connect(tcp("127.0.0.1", cfg.net.broker_reports_port))
         sub = make_socket(ctx, zmq.SUB, curve=curve)
-        sub.setsockopt(zmq.SUBSCRIBE, b"snap/0")
+        sub.setsockopt(zmq.SUBSCRIBE, M.snapshot_topic(0))
         sub.setsockopt(zmq.SUBSCRIBE, b"hb")
         sub.connect(tcp("127.0.0.1", cfg.net.broker_snapshots_port))
         dealer = make_socket(ctx, zmq.DEALER, curve=curve)
@@ -152,8 +152,8 @@ def test_broker_admits_only_allowed_actor_keys(tmp_path, free_ports, keys, caplo
         while got is None and time.time() < deadline:
             frames = recv(socks["allowed"][1], 100)
             got = frames if frames and frames[0] != b"hb" else None
-        assert got is not None and got[0] == b"snap/0", "the allowed actor got no snapshot"
-        snap = M.validate(decode(got[1:], 2**26), {"K": 8}, (M.SNAPSHOT,))
+        assert got is not None and got[0] == M.snapshot_topic(0), "the allowed actor got no snapshot"
+        snap = M.validate(decode(got[1:], 2**26), {"K": 8, "F": 1}, (M.SNAPSHOT,))
         assert broker.reports == 1 and snap.body["clock"] == 200
         socks["allowed"][2].send_multipart(Sender(0).pack(M.HEARTBEAT, {"role": "actor", "want": "snapshot"}))
         reply = recv(socks["allowed"][2], 20_000)

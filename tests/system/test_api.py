@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import magicmask
-from magicmask.api import TrainingFailed
+from magicmask.api import CannotStart, TrainingFailed
 from magicmask.cli import main as cli_main
 from magicmask.protocol.config import ConfigError
 from tests.helpers import free_port_overrides
@@ -79,19 +79,30 @@ def test_train_refuses_bad_settings_before_making_anything(tmp_path):
 
 
 def test_train_raises_when_a_process_fails_and_restores_signal_handlers(tmp_path):
-    """The learner cannot bind (its port is taken here): the run stops and train raises TrainingFailed with the
-    supervisor's status instead of exiting; the caller's SIGINT/SIGTERM handlers are back afterwards."""
+    """The learner cannot start (its checkpoint is garbage) and run.max_restarts=0 allows no restart: the run
+    stops and train raises TrainingFailed with the supervisor's status instead of exiting; the caller's
+    SIGINT/SIGTERM handlers are back afterwards."""
+    run_dir = tmp_path / "r"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "ckpt-00000001.pt").write_bytes(b"not a checkpoint")
+    (run_dir / "checkpoints" / "latest").write_text("ckpt-00000001.pt")
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingFailed) as e:
+        magicmask.train("gates", run_dir, ["run.progress=false", "run.max_restarts=0", "learner.resume=true"])
+    assert e.value.code == 1 and e.value.run_dir == run_dir and "logs" in str(e.value)
+    assert "Traceback" in (run_dir / "logs" / "learner.log").read_text()
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+
+
+def test_train_refuses_a_port_in_use_before_starting_anything(tmp_path):
     overrides = [*free_port_overrides(), "run.progress=false"]
     port = int(next(o for o in overrides if o.startswith("net.learner_fragments_port=")).split("=")[1])
-    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
         s.listen()
-        with pytest.raises(TrainingFailed) as e:
+        with pytest.raises(CannotStart, match=f"port {port} on 127.0.0.1 \\(net.learner_fragments_port\\) is in use"):
             magicmask.train("gates", tmp_path / "r", overrides)
-    assert e.value.code == 1 and e.value.run_dir == tmp_path / "r" and "logs" in str(e.value)
-    assert (tmp_path / "r" / "logs" / "learner.log").is_file()
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+    assert not (tmp_path / "r").exists()
 
 
 def test_train_needs_the_main_thread(tmp_path):

@@ -209,10 +209,10 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     assert max(a["env_steps"] for a in after[-1]["agents"].values()) >= 4096
 
 
-def test_broker_death_stops_the_run_with_its_log_tail(tmp_path):
+def test_broker_death_past_its_restart_budget_stops_the_run_with_its_log_tail(tmp_path):
     run_dir = tmp_path / "brokerdeath"
     proc = subprocess.Popen(run_cmd(run_dir, "gates.yaml", ["run.agents=2", "run.total_steps=10000000", "run.progress=false",
-                                                             *net_overrides()]),
+                                                             "run.max_restarts=0", *net_overrides()]),
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 90
@@ -227,7 +227,8 @@ def test_broker_death_stops_the_run_with_its_log_tail(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 1
-    assert "broker exited with code -9; the run stops. Last lines of" in err and "broker.log" in err
+    assert "broker exited with code -9 and its restart budget is spent (0 of 0, run.max_restarts); the run stops. " \
+           "Last lines of" in err and "broker.log" in err
     left = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True).stdout.split()
     assert not left, f"orphans left: {left}"
 

@@ -119,6 +119,8 @@ def test_manifests_agree_with_the_config(overlay, tmp_path):
         assert len(mine) == 1, (wname, [s["metadata"]["name"] for s in mine])
         svc = mine[0]
         assert {p["targetPort"]: p["port"] for p in svc["spec"]["ports"]} == ports
+        if role == "broker":   # it hears the learner's end-of-run Stop on the learner's weights port
+            assert component_of_service(services[cfg.learner_addr()]) == "learner"
         if role == "actor":
             assert svc["spec"].get("clusterIP") == "None" and w["spec"]["serviceName"] == svc["metadata"]["name"]
             # the actors reach the broker and the learner by the Services named in their environment

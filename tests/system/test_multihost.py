@@ -21,6 +21,7 @@ import pytest
 import zmq
 
 from magicmask.protocol import config as C
+from magicmask.protocol import messages as M
 from magicmask.protocol import security as S
 from magicmask.protocol.codec import decode
 from magicmask.protocol.transport import make_socket, tcp
@@ -90,7 +91,7 @@ def probe(keys_dir: str, host: str, port: int, receiver: int) -> None:
     public, secret = S.load_pair(keys_dir, "probe")
     curve = S.SocketSecurity(public, secret, Path(keys_dir) / S.PUBLIC, S.load_public(keys_dir, "broker"))
     sub = make_socket(zmq.Context(), zmq.SUB, curve=curve)
-    sub.setsockopt(zmq.SUBSCRIBE, b"snap/%d" % receiver)
+    sub.setsockopt(zmq.SUBSCRIBE, M.snapshot_topic(receiver))
     sub.connect(tcp(host, port))
     while True:
         frames = sub.recv_multipart()
@@ -134,11 +135,10 @@ def train(hosts, keys, run_dir: Path, *overrides: str) -> dict:
                 procs[name] = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
         wait("learner", 240)
-        wait("actor0", 30)  # actors stop on the learner's Stop
-        wait("actor1", 30)
-        for name in ("broker", "probe"):  # the broker runs until told; `magicmask run` does it the same way
-            procs[name].send_signal(signal.SIGTERM)
-            wait(name, 10)
+        for name in ("actor0", "actor1", "broker"):  # they stop by themselves on the learner's Stop
+            wait(name, 30)
+        procs["probe"].send_signal(signal.SIGTERM)
+        wait("probe", 10)
     finally:
         for p in procs.values():
             if p.poll() is None:

@@ -33,7 +33,7 @@ def _examples():
     K = 8
     rep = {"keys": np.ones((3, K), np.float32), "scores": np.ones(3, np.float32),
            "steps": np.arange(3, dtype=np.int64), "positions": np.arange(3, dtype=np.int32)}
-    snap = {"keys": np.ones((2, K), np.float32), "scores": np.ones(2, np.float32), "finders": np.array([1, 3], np.int64)}
+    snap = {"keys": np.ones((2, K), np.float32), "scores": np.ones(2, np.float32), "finders": np.array([[1], [3]], np.uint8)}
     return {
         M.FRAGMENT: _fragment(),
         M.REPORT: ({"env_steps": 50}, rep),
@@ -92,8 +92,8 @@ def test_missing_array_frame_is_malformed():
 def test_wrong_version_message_names_the_versions():
     frames = encode(M.HEARTBEAT, {"role": "x"})
     h = msgpack.unpackb(frames[0])
-    h["v"] = 2
-    with pytest.raises(ProtocolError, match="speaks 1"):
+    h["v"] = M.PROTOCOL_VERSION + 1
+    with pytest.raises(ProtocolError, match=f"speaks {M.PROTOCOL_VERSION}"):
         decode([msgpack.packb(h)], LIMIT)
 
 
@@ -105,6 +105,32 @@ def test_pickle_dtype_refused_on_send_and_receive():
     h["x"][0][1] = "object"
     with pytest.raises(ProtocolError, match="malformed"):
         decode([msgpack.packb(h), frames[1]], LIMIT)
+
+
+def test_arrays_in_foreign_byte_order_are_refused_on_send():
+    """The receiver rebuilds arrays in its native order, so a big-endian array would arrive as other numbers."""
+    with pytest.raises(ValueError, match="native byte order"):
+        encode(M.HEARTBEAT, {"role": "x"}, {"a": np.ones(2, ">f4")})
+
+
+def test_finder_bitmaps_and_snapshot_topics():
+    row = M.finder_mask([0, 9, 255], 256)
+    assert row.dtype == np.uint8 and row.shape == (32,) and M.finder_ids(row) == [0, 9, 255]
+    assert row[1] == 0b10  # agent 9: bit 1 of byte 1
+    assert [M.finder_bytes(n) for n in (1, 8, 9, 1024)] == [1, 1, 2, 128]
+    with pytest.raises(ValueError, match="256"):
+        M.finder_mask([3, 256], 256)
+    # SUB matches by prefix: no agent's topic may start another's (sorted, a prefix would sit right before)
+    topics = sorted(M.snapshot_topic(r) for r in range(10_000))
+    assert not any(b.startswith(a) for a, b in zip(topics, topics[1:]))
+    # receivers bind F from run.agents: a snapshot of a run with another number of agents is refused
+    body = {"created_at": 1.0, "clock": 50, "receiver": 0}
+    snap = decode(encode(M.SNAPSHOT, body, {"keys": np.ones((2, 8), np.float32), "scores": np.ones(2, np.float32),
+                                            "finders": np.zeros((2, M.finder_bytes(16)), np.uint8)}), LIMIT)
+    validate(snap, {"K": 8, "F": M.finder_bytes(16)}, (M.SNAPSHOT,))
+    with pytest.raises(ProtocolError) as e:
+        validate(snap, {"K": 8, "F": M.finder_bytes(8)}, (M.SNAPSHOT,))
+    assert e.value.cause == "shape"
 
 
 def test_validate_rejects_wrong_shape_dtype_kind_and_nan():
