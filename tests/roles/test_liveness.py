@@ -102,7 +102,6 @@ def test_silent_learner_bounded_queue_then_resume_with_new_incarnation(tmp_path,
         assert recv(peers.pull, 300) is None, "the actor sent to a silent learner"
         # a restarted learner (new incarnation) heartbeats: credit resets, the queue flows, oldest first
         new = Sender(-1)
-        t_back = actor.t
         got = []
         deadline = time.time() + 20
         while time.time() < deadline and len(got) < 2:
@@ -112,7 +111,9 @@ def test_silent_learner_bounded_queue_then_resume_with_new_incarnation(tmp_path,
                 got.append(decode(f, 1 << 24))
         assert len(got) == 2, "queued fragments did not reach the restarted learner"
         assert actor.links.learner.incarnation == new.incarnation and actor.links.learner.alive
-        assert got[0].seq < got[1].seq and got[0].body["env_steps"] <= t_back, "not the oldest queued first"
+        # oldest first (seq order); not "produced before the heartbeat": the actor keeps acting, and a full queue
+        # drops its oldest, until it hears the learner (that check raced: 1 failure in 4 runs under load)
+        assert got[0].seq < got[1].seq, "not the oldest queued first"
         assert wait_for(lambda: actor.credit.sent == 2, 5) and actor.credit.returned == 0, \
             "credit was not reset for the new learner"
         # credit from the new learner releases the rest
@@ -129,7 +130,8 @@ def test_silent_learner_bounded_queue_then_resume_with_new_incarnation(tmp_path,
 
 def snapshot(inc, seq, keys):
     return encode(M.SNAPSHOT, {"created_at": time.time(), "clock": 50, "receiver": 0},
-                  {"keys": keys, "scores": np.ones(len(keys), np.float32), "finders": np.full(len(keys), 2, np.int64)},
+                  {"keys": keys, "scores": np.ones(len(keys), np.float32),
+                   "finders": np.full((len(keys), 1), 0b10, np.uint8)},  # a peer's (id 1)
                   agent=-1, incarnation=inc, seq=seq)
 
 
@@ -227,3 +229,22 @@ def test_learner_resumes_if_a_checkpoint_exists(tmp_path, free_ports):
     first.version = 3
     first.save()
     assert Learner(cfg, spec, tmp_path).version == 3  # a restart continues from it
+
+
+def test_a_restarted_learner_drops_the_metrics_rows_of_updates_it_lost(tmp_path, free_ports):
+    """A learner killed after its checkpoint at version 3 had written rows up to version 5 (the last one torn):
+    its restart continues at version 3, so rows 4 and 5 go and the versions it writes next are not repeats."""
+    import json
+    cfg = make_cfg(free_ports(6), "learner.resume_if_checkpoint=true")
+    spec = env_spec(cfg)
+    first = Learner(cfg, spec, tmp_path)
+    first.version = 3
+    first.save()
+    rows = [json.dumps({"version": v, "agents": {}}) for v in range(1, 6)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(rows) + '\n{"version": 6, "ag')
+    assert Learner(cfg, spec, tmp_path).version == 3
+    assert (tmp_path / "metrics.jsonl").read_text() == "\n".join(rows[:3]) + "\n"
+    empty = tmp_path / "fresh"   # no checkpoint yet: it starts at 0, and every row of the lost learner goes
+    empty.mkdir()
+    (empty / "metrics.jsonl").write_text("\n".join(rows) + "\n")
+    assert Learner(cfg, spec, empty).version == 0 and (empty / "metrics.jsonl").read_text() == ""
