@@ -29,7 +29,7 @@ from magicmask.actors.envs.base import RANDOM_OPPONENT, Opponent
 from magicmask.actors.evaluation import evaluate
 from magicmask.actors.fragment import FragmentBuffer
 from magicmask.actors.league import LEAGUE_ID0, League
-from magicmask.actors.links import Links
+from magicmask.actors.links import Delivery, Links
 from magicmask.actors.outbox import Outbox
 from magicmask.actors.peers import PeerPolicies
 from magicmask.actors.state_keys import StateKeys
@@ -136,17 +136,21 @@ class Actor:
     def poll(self, timeout_ms: int = 0) -> None:
         """Apply every pending weights, snapshot and stop message; never blocks longer than timeout_ms."""
         for d in self.links.poll(timeout_ms):
-            if d.restarted and d.peer == "learner":
-                self.credit.on_learner_restart()
-                self.peers.forget_versions()
-                self.league.forget()
-            if d.msg.kind == M.WEIGHTS:
-                self.on_weights(d.msg)
-            elif d.msg.kind == M.SNAPSHOT:
-                self.guidance.on_snapshot(d.msg, d.stream)
-            elif d.msg.kind == M.STOP:
-                log.info("stop received from the learner: %s", d.msg.body.get("reason"))
-                self.stopped = True
+            self.deliver(d)
+
+    def deliver(self, d: Delivery) -> None:
+        """Apply one message from a peer: weights, a snapshot or the learner's stop."""
+        if d.restarted and d.peer == "learner":
+            self.credit.on_learner_restart()
+            self.peers.forget_versions()
+            self.league.forget()
+        if d.msg.kind == M.WEIGHTS:
+            self.on_weights(d.msg)
+        elif d.msg.kind == M.SNAPSHOT:
+            self.guidance.on_snapshot(d.msg, d.stream)
+        elif d.msg.kind == M.STOP:
+            log.info("stop received from the learner: %s", d.msg.body.get("reason"))
+            self.stopped = True
 
     def on_weights(self, msg: M.Message) -> None:
         target = msg.body["target"]
@@ -218,6 +222,8 @@ class Actor:
             self.env_steps.inc(E)
             if self.t % self.cfg.actor.report_every < E:
                 self.send_report()
+            for d in self.links.poll_snapshots():   # a snapshot is used from the next step on
+                self.deliver(d)
         return buf.bootstrap(*self.peers.values(self.agent, np.stack(obs)))
 
     def act(self, obs: np.ndarray, legal: np.ndarray) -> tuple[dict, np.ndarray]:

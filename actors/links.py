@@ -182,14 +182,23 @@ class Links:
                               topic=sock is self.weights_sock)
                 if msg is not None:
                     got.append(self._heard(self.learner, msg, stream=sock is self.weights_sock))
+        if self.snap_sock in events or self.broker_req in events:
+            got += self.poll_snapshots()
+        self.check_liveness()
+        return got
+
+    def poll_snapshots(self) -> list[Delivery]:
+        """Snapshots (and heartbeats) already waiting on the broker's two sockets, without waiting and without
+        the learner's: the actor takes them at every step, so guidance uses a snapshot as soon as it arrives,
+        while weights wait for the fragment's end (a fragment is acted with one policy version)."""
+        got = []
         for sock in (self.snap_sock, self.broker_req):
-            while sock in events and sock.poll(0):
+            while sock.poll(0):
                 msg = receive(sock, "snapshots", self.drops, self.max_bytes, kinds=(M.SNAPSHOT, M.HEARTBEAT),
                               context={"K": self.cfg.actor.key_dim, "F": M.finder_bytes(self.cfg.run.agents)},
                               topic=sock is self.snap_sock)
                 if msg is not None:
                     got.append(self._heard(self.broker, msg, stream=sock is self.snap_sock))
-        self.check_liveness()
         return got
 
     def _heard(self, peer: PeerHealth, msg: M.Message, stream: bool) -> Delivery:

@@ -178,6 +178,32 @@ def test_silent_broker_marks_snapshot_stale_and_recovers_after_restart(tmp_path,
     assert not th.is_alive(), "the actor did not stop"
 
 
+def test_a_snapshot_is_used_from_the_next_step_not_the_next_fragment(tmp_path, free_ports, ctx):
+    """A snapshot that arrives in the middle of a fragment is applied there (the age at use falls to a step's
+    time), while the fragment still runs: here one fragment is 40,000 steps, many seconds of acting."""
+    cfg = make_cfg(free_ports(6), "actor.fragment_len=20000")
+    peers = Peers(ctx, cfg)
+    actor, th, stop, _ = start_actor(cfg, tmp_path, peers, env_spec(cfg))
+    try:
+        assert wait_for(lambda: actor.t > 100, 10), "the actor is not acting"
+        keys = np.random.default_rng(0).standard_normal((2, cfg.actor.key_dim)).astype(np.float32)
+        inc = Sender(-1).incarnation
+        sent_at_step = actor.t
+        deadline = time.time() + 10
+        while actor.guidance.seq != 7 and time.time() < deadline:
+            peers.snaps.send_multipart([M.snapshot_topic(0), *snapshot(inc, 7, keys)])   # PUB: resend until subscribed
+            time.sleep(0.05)
+        assert actor.guidance.seq == 7, "the snapshot was not applied"
+        assert actor.fragments == 0 and actor.t < cfg.actor.fragment_len * cfg.env.copies, \
+            "applied only after the fragment"
+        assert actor.t >= sent_at_step
+        np.testing.assert_array_equal(actor.guidance.keys, keys)
+    finally:
+        stop.set()
+        th.join(30)
+    assert not th.is_alive(), "the actor did not stop"
+
+
 def test_learner_and_broker_heartbeat_at_the_configured_interval(tmp_path, free_ports, ctx):
     cfg = make_cfg(free_ports(6))
     spec = env_spec(cfg)
