@@ -193,7 +193,7 @@ class Links:
         while weights wait for the fragment's end (a fragment is acted with one policy version)."""
         got = []
         for sock in (self.snap_sock, self.broker_req):
-            while sock.poll(0):
+            while sock is not None and sock.poll(0):   # None: not connected (an actor stepped in-process by a test)
                 msg = receive(sock, "snapshots", self.drops, self.max_bytes, kinds=(M.SNAPSHOT, M.HEARTBEAT),
                               context={"K": self.cfg.actor.key_dim, "F": M.finder_bytes(self.cfg.run.agents)},
                               topic=sock is self.snap_sock)
