@@ -47,6 +47,16 @@ def _write_atomic(path: Path, write) -> None:
         os.close(dir_fd)
 
 
+def remove_partial(folder: Path) -> list[Path]:
+    """Delete the temporary files of writes a killed learner left half done (`_write_atomic` cleans up after
+    an error, not after SIGKILL): a learner in a crash loop would otherwise fill the disk with them. Only the
+    learner writes this folder, so at its start every temporary file in it is a dead one."""
+    gone = sorted(folder.glob(".tmp-*")) if folder.is_dir() else []
+    for p in gone:
+        p.unlink(missing_ok=True)
+    return gone
+
+
 def latest(folder: Path) -> Path | None:
     pointer = folder / "latest"
     if not pointer.is_file():

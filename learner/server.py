@@ -136,6 +136,8 @@ class Learner:
         self.t_start = time.time()
         self.consumed_start = 0          # env steps already trained on when this process started (resume)
         self.last_checkpoint = time.monotonic()
+        for p in checkpoint.remove_partial(self.run_dir / "checkpoints"):
+            log.warning("removed %s, a checkpoint write a killed learner left half done", p.name)
         if cfg.learner.resume or (cfg.learner.resume_if_checkpoint
                                    and checkpoint.latest(self.run_dir / "checkpoints") is not None):
             self.resume()

@@ -26,3 +26,13 @@ def test_a_write_that_fails_midway_leaves_the_last_good_checkpoint(tmp_path, mon
     monkeypatch.setattr(torch, "save", real_save)   # the disk has room again: the next write succeeds
     third = checkpoint.save({"version": 3}, folder, 3)
     assert checkpoint.latest(folder) == third == folder / "ckpt-00000003.pt"
+
+
+def test_a_killed_writes_temporary_file_is_removed_and_nothing_else(tmp_path):
+    from magicmask.learner import checkpoint
+    good = checkpoint.save({"version": 1}, tmp_path, 1)
+    dead = tmp_path / ".tmp-abc123"
+    dead.write_bytes(b"x" * 1000)        # what SIGKILL mid-write leaves
+    assert checkpoint.remove_partial(tmp_path) == [dead]
+    assert not dead.exists() and good.exists() and checkpoint.latest(tmp_path) == good
+    assert checkpoint.remove_partial(tmp_path / "missing") == []
