@@ -78,8 +78,8 @@ class Actor:
         self.t = 0                 # this agent's env steps (all copies)
         self.fragments = 0         # collected by this incarnation (evaluation runs every env.eval_every)
         self.episodes: list[dict] = []  # finished since the last fragment was sent
-        self.ep_return = np.zeros(cfg.env.copies)
-        self.ep_len = np.zeros(cfg.env.copies, dtype=np.int64)
+        self.ep_return = [0.0] * cfg.env.copies  # of each copy's episode so far (Python numbers: updated per step)
+        self.ep_len = [0] * cfg.env.copies
         self.episode_seed = self.seed * 1000
         self.env_steps = STEPS.labels(agent)  # bound once: the step loop increments it
         self.reports = REPORTS.labels(agent)
@@ -209,60 +209,72 @@ class Actor:
 
     def collect(self, obs: list, legal: list, pos: np.ndarray) -> dict:
         """One fragment: T steps of every copy (CleanRL's rollout loop). obs, legal and pos carry over to the
-        next fragment: they are updated in place."""
+        next fragment: they are updated in place. Each step's observations and legal sets go straight into
+        the fragment's row, which the policy then acts on (no stacking per step)."""
         E = self.cfg.env.copies
         buf = FragmentBuffer(self.spec, self.cfg.actor.fragment_len, E)
+        rows_obs, rows_legal = buf.arrays["obs"], buf.arrays["legal"]
         for t in range(buf.T):
-            step, keys = self.act(np.stack(obs), np.stack(legal))
-            buf.record(t, step)
-            self.window.add(keys, step["m"], self.t, pos)
-            for c in range(E):
-                obs[c], legal[c] = self.env_step(buf, t, c, int(step["actions"][c]), pos)
+            rows_obs[t], rows_legal[t] = obs, legal
+            keys, m, actions = self.act(buf, t)
+            self.window.add(keys, m, self.t, pos)
+            self.step_copies(buf, t, actions, obs, legal, pos)
             self.t += E
-            self.env_steps.inc(E)
+            self.env_steps.inc(E)  # 0.4 us: per step, so rate() is current even when a fragment takes seconds
             if self.t % self.cfg.actor.report_every < E:
                 self.send_report()
             for d in self.links.poll_snapshots():   # a snapshot is used from the next step on
                 self.deliver(d)
         return buf.bootstrap(*self.peers.values(self.agent, np.stack(obs)))
 
-    def act(self, obs: np.ndarray, legal: np.ndarray) -> tuple[dict, np.ndarray]:
-        """The behaviour policy on one step of every copy: (the fragment's entries for it, the state keys)."""
-        cfg = self.cfg
+    def act(self, buf: FragmentBuffer, t: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """The behaviour policy on step t of every copy, read from the fragment's row t (observations, legal
+        sets), whose other entries it fills. Returns (the state keys, m, the actions)."""
+        cfg, a = self.cfg, buf.arrays
+        obs, legal = a["obs"][t], a["legal"][t]
         # the policy over the actions legal in some copy, in those columns only (Dou Dizhu: a few of its
         # 27,472 ids; the same distribution and the same random draws as over every column)
-        cols = np.flatnonzero(legal.any(0))
-        logits, value, m, mask_value = self.peers.forward(self.agent, obs, cols)
-        legal_c = legal[:, cols]
+        seen = legal.any(0)
+        cols = None if seen.all() else np.flatnonzero(seen)
+        legal_c = legal if cols is None else legal[:, cols]
+        logits, a["values"][t], m, a["mask_values"][t] = self.peers.forward(self.agent, obs, cols)
         pi = softmax_legal(logits, legal_c)
         eps = epsilon(self.t, cfg.actor.eps0, cfg.actor.eps_min, cfg.actor.eps_decay, cfg.actor.eps_fixed)
         keys = self.keys(obs)
         guided = self.guidance.guide(keys, self.links.broker.alive, self.rng)
         masked = self.masked_copy & (self.t >= cfg.mask.start_step) & ~guided
-        picks, logp_mu, perturbed, eps_random, applied = select_training(self.rng, pi, legal_c, m, eps, masked, guided)
-        step = {"obs": obs, "legal": legal, "actions": cols[picks], "logp_mu": logp_mu,
-                "logp_pi": np.log(pi[np.arange(len(picks)), picks]), "values": value, "mask_values": mask_value,
-                "m": m, "eps": eps, "perturbed": perturbed, "masked": masked, "mask_applied": applied,
-                "eps_random": eps_random, "guided": guided}
-        return step, keys
+        picks, a["logp_mu"][t], a["perturbed"][t], a["eps_random"][t], a["mask_applied"][t] = select_training(
+            self.rng, pi, legal_c, m, eps, masked, guided)
+        actions = picks if cols is None else cols[picks]
+        a["actions"][t], a["logp_pi"][t] = actions, np.log(pi[np.arange(len(picks)), picks])
+        a["m"][t], a["eps"][t], a["masked"][t], a["guided"][t] = m, eps, masked, guided
+        return keys, m, actions.tolist()
 
-    def env_step(self, buf: FragmentBuffer, t: int, c: int, action: int, pos: np.ndarray):
-        """Step copy c and record the outcome; at an episode's end record the episode and start the next.
-        Returns the copy's next (obs, legal)."""
-        obs, legal, reward, terminated, truncated, info = self.envs[c].step(action)
-        buf.record_outcome(t, c, reward, terminated, truncated)
-        self.ep_return[c] += reward
-        self.ep_len[c] += 1
-        pos[c] += 1
-        if not (terminated or truncated):
-            return obs, legal
-        if truncated and not terminated:  # bootstrap from the real final observation's value
-            value, mask_value = self.peers.values(self.agent, obs[None])
-            buf.record_final_values(t, c, value[0], mask_value[0])
-        self.episodes.append({"return": float(self.ep_return[c]), "length": int(self.ep_len[c]),
-                              **{k: float(v) for k, v in info.get("episode_stats", {}).items()}})
-        self.ep_return[c], self.ep_len[c], pos[c] = 0.0, 0, 0
-        return self.reset_copy(c)
+    def step_copies(self, buf: FragmentBuffer, t: int, actions: list[int], obs: list, legal: list,
+                    pos: np.ndarray) -> None:
+        """Step every copy with its action and record the outcomes in row t; obs, legal and pos become the
+        copies' next (in place). A copy whose episode ended records the episode and starts the next before
+        the next copy steps: a reset may play the opponent's first move, which draws from the same
+        generators as the other copies' steps."""
+        rewards, terminated, truncated = [], [], []
+        pos += 1
+        for c, action in enumerate(actions):
+            o, lg, reward, term, trunc, info = self.envs[c].step(action)
+            rewards.append(reward)
+            terminated.append(term)
+            truncated.append(trunc)
+            self.ep_return[c] += reward
+            self.ep_len[c] += 1
+            if term or trunc:
+                if trunc and not term:  # bootstrap from the real final observation's value
+                    value, mask_value = self.peers.values(self.agent, o[None])
+                    buf.record_final_values(t, c, value[0], mask_value[0])
+                self.episodes.append({"return": self.ep_return[c], "length": self.ep_len[c],
+                                      **{k: float(v) for k, v in info.get("episode_stats", {}).items()}})
+                self.ep_return[c], self.ep_len[c], pos[c] = 0.0, 0, 0
+                o, lg = self.reset_copy(c)
+            obs[c], legal[c] = o, lg
+        buf.record_outcomes(t, rewards, terminated, truncated)
 
     # ---------------- sending ----------------
     def send_report(self) -> None:

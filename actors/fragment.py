@@ -1,6 +1,7 @@
 """The arrays of one Fragment (T steps x E env copies; docs/ARCHITECTURE.md, Batches), filled as the
-rollout goes: one `record` per step for what the policy decided, one `record_outcome` per copy for what
-the environment answered."""
+rollout goes: the actor writes each step's observations and the policy's decisions into row t, and
+`record_outcomes` for what the environment answered. A new buffer per fragment, not one reused:
+the fragment sent last may still be queued (actors/outbox.py) with its arrays as zero-copy frames."""
 from __future__ import annotations
 
 import numpy as np
@@ -22,14 +23,10 @@ class FragmentBuffer:
             **{k: np.zeros((T, E), bool) for k in FLAGS},
         }
 
-    def record(self, t: int, step: dict) -> None:
-        """Step t of every copy: each entry of `step` (a fragment array's name -> [E] values)."""
-        for name, values in step.items():
-            self.arrays[name][t] = values
-
-    def record_outcome(self, t: int, c: int, reward: float, terminated: bool, truncated: bool) -> None:
+    def record_outcomes(self, t: int, rewards, terminated, truncated) -> None:
+        """What the environment answered at step t, for every copy ([E] values each)."""
         a = self.arrays
-        a["rewards"][t, c], a["terminated"][t, c], a["truncated"][t, c] = reward, terminated, truncated
+        a["rewards"][t], a["terminated"][t], a["truncated"][t] = rewards, terminated, truncated
 
     def record_final_values(self, t: int, c: int, value: float, mask_value: float) -> None:
         """Values of the real final observation of an episode cut off (truncated) at step t of copy c."""

@@ -16,8 +16,10 @@ class StateKeys:
         """obs[B, *obs_shape] -> unit keys[B, key_dim] (a zero observation maps to a zero key)."""
         flat = obs.reshape(obs.shape[0], -1).astype(np.float32, copy=False)
         keys = flat @ self.proj
-        norms = np.linalg.norm(keys, axis=1, keepdims=True)
-        return keys / np.maximum(norms, 1e-8)
+        # the sum np.linalg.norm computes, without its Python-side dispatch (a third of this call at B = 4)
+        norms = np.sqrt(np.add.reduce(keys * keys, axis=1, keepdims=True))
+        keys /= np.maximum(norms, 1e-8)
+        return keys
 
 
 def max_cosine(keys: np.ndarray, bank: np.ndarray) -> np.ndarray:

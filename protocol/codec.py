@@ -6,6 +6,7 @@ subscriber strips it (`decode(frames[1:])`).
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import Any, Sequence
@@ -50,15 +51,20 @@ def _buf(frame) -> memoryview:
     return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
 
 
+# name -> (numpy dtype, itemsize), looked up once: np.dtype("float32") parses the name on every call
+_DTYPE_OF = {name: (dtype, dtype.itemsize) for dtype, name in DTYPE_NAMES.items()}
+
+
 def decode(frames: Sequence[Any], max_bytes: int) -> Message:
     """Parse and structurally check frames; raises ProtocolError (never anything else) on bad input."""
     if not frames:
         raise ProtocolError("malformed", "empty message")
-    total = sum(len(_buf(f)) for f in frames)
+    bufs = [_buf(f) for f in frames]
+    total = sum(map(len, bufs))
     if total > max_bytes:
         raise ProtocolError("oversized", f"{total} bytes > limit {max_bytes}")
     try:
-        header = msgpack.unpackb(_buf(frames[0]), raw=False, strict_map_key=True, use_list=True)
+        header = msgpack.unpackb(bufs[0], raw=False, strict_map_key=True, use_list=True)
     except Exception as e:  # msgpack raises several types on garbage
         raise ProtocolError("malformed", f"header is not msgpack: {type(e).__name__}") from None
     if not isinstance(header, dict):
@@ -78,19 +84,20 @@ def decode(frames: Sequence[Any], max_bytes: int) -> Message:
     if len(specs) != len(frames) - 1:
         raise ProtocolError("malformed", f"{len(specs)} arrays declared, {len(frames) - 1} frames sent")
     arrays = {}
-    for spec, frame in zip(specs, frames[1:]):
+    for spec, buf in zip(specs, bufs[1:]):
+        # msgpack gives plain ints, so `type(d) is int` is the isinstance check without bool
         if (not isinstance(spec, list) or len(spec) != 3 or not isinstance(spec[0], str)
-                or spec[1] not in DTYPES or not isinstance(spec[2], list)
-                or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d for d in spec[2])):
+                or spec[1] not in _DTYPE_OF or not isinstance(spec[2], list)
+                or not all(type(d) is int and 0 <= d for d in spec[2])):
             raise ProtocolError("malformed", f"bad array spec {spec!r:.100}")
-        name, dtype, shape = spec
+        name, dtype_name, shape = spec
         if name in arrays:
             raise ProtocolError("malformed", f"array {name!r} sent twice")
-        buf = _buf(frame)
-        n = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        dtype, itemsize = _DTYPE_OF[dtype_name]
+        n = math.prod(shape) * itemsize  # exact: a Python int cannot wrap round as an int64 product can
         if n != len(buf):
-            raise ProtocolError("malformed", f"array {name!r}: {len(buf)} bytes for shape {shape} {dtype} ({n})")
-        arrays[name] = np.frombuffer(buf, dtype=dtype).reshape(shape) if n else np.zeros(shape, dtype)
+            raise ProtocolError("malformed", f"array {name!r}: {len(buf)} bytes for shape {shape} {dtype_name} ({n})")
+        arrays[name] = np.ndarray(shape, dtype, buf) if n else np.zeros(shape, dtype)  # a view, as frombuffer's
     return Message(kind=header["k"], agent=header["a"], incarnation=header["i"], seq=header["s"],
                    policy_version=header["p"], sent_at=float(header["t"]), body=header["b"], arrays=arrays)
 

@@ -8,6 +8,7 @@ appears in one message.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,21 +160,35 @@ def validate(msg: Message, context: dict[str, Any], allowed_kinds=KINDS) -> Mess
         extra = sorted(set(msg.arrays) - set(schema.arrays))
         raise ProtocolError("schema", f"{msg.kind}: arrays missing {missing}, unexpected {extra}")
     free: dict[str, int] = {}
-    for name, (dtype, shape) in schema.arrays.items():
-        arr = msg.arrays[name]
-        want_dtype = context.get("obs_dtype", "float32") if dtype == "obs_dtype" else dtype
-        if DTYPE_NAMES.get(arr.dtype) != want_dtype:
-            raise ProtocolError("dtype", f"{msg.kind}.{name}: dtype {arr.dtype.name}, expected {want_dtype}")
-        want: list[int | None] = []
-        for sym in shape:
-            if sym == "*obs":
-                want.extend(context["obs"]) if "obs" in context else want.extend([None] * (arr.ndim - len(shape) + 1))
-            elif sym in context:
-                want.append(int(context[sym]))
-            else:
-                want.append(free.setdefault(sym, arr.shape[len(want)] if arr.ndim > len(want) else -1))
-        if arr.ndim != len(want) or any(w is not None and w != s for w, s in zip(want, arr.shape)):
-            raise ProtocolError("shape", f"{msg.kind}.{name}: shape {list(arr.shape)}, expected {want}")
-        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            raise ProtocolError("value", f"{msg.kind}.{name}: contains NaN or infinity")
+    obs_dtype = context.get("obs_dtype", "float32")
+    with np.errstate(over="ignore", invalid="ignore"):  # for _all_finite's sums, once per message
+        for name, (dtype, shape) in schema.arrays.items():
+            arr = msg.arrays[name]
+            want_dtype = obs_dtype if dtype == "obs_dtype" else dtype
+            if DTYPE_NAMES.get(arr.dtype) != want_dtype:
+                raise ProtocolError("dtype", f"{msg.kind}.{name}: dtype {arr.dtype.name}, expected {want_dtype}")
+            want: list[int | None] = []
+            for sym in shape:
+                if sym == "*obs":
+                    want.extend(context["obs"]) if "obs" in context else want.extend([None] * (arr.ndim - len(shape) + 1))
+                elif sym in context:
+                    want.append(int(context[sym]))
+                else:
+                    want.append(free.setdefault(sym, arr.shape[len(want)] if arr.ndim > len(want) else -1))
+            # equal tuples settle it; otherwise the element-wise rule (None: any length)
+            if arr.shape != tuple(want) and (arr.ndim != len(want) or any(
+                    w is not None and w != s for w, s in zip(want, arr.shape))):
+                raise ProtocolError("shape", f"{msg.kind}.{name}: shape {list(arr.shape)}, expected {want}")
+            if arr.dtype.kind == "f" and not _all_finite(arr):
+                raise ProtocolError("value", f"{msg.kind}.{name}: contains NaN or infinity")
     return msg
+
+
+def _all_finite(arr: np.ndarray) -> bool:
+    """Every element finite. On a small array, one sum settles it in a single call: a NaN or infinity makes
+    the sum NaN or infinite, and only a sum that is not finite (which finite elements can also give, by
+    overflow) needs the element-wise check; on a large one isfinite's vectorised pass is faster than the
+    pairwise sum (0.7 MB of observations: 22 us against 32). The caller silences the overflow warnings."""
+    if arr.size > 8192:
+        return bool(np.isfinite(arr).all())
+    return math.isfinite(np.add.reduce(arr, axis=None)) or bool(np.isfinite(arr).all())

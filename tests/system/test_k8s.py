@@ -3,6 +3,7 @@ the Kubernetes 1.30 schemas bundled with kubernetes-validate, and the manifests 
 they carry (ports, agent count, addresses, keys, GPU only in the gpu overlay). No cluster is needed."""
 import os
 import shutil
+import re
 import subprocess
 from pathlib import Path
 
@@ -152,7 +153,9 @@ def test_gpu_only_in_the_gpu_overlay(overlay):
         if wants_gpu:
             assert int(limits["nvidia.com/gpu"]) == 1
     tags = {container(w)["image"] for w in workloads(docs).values()}
-    assert tags == {"magicmask:cuda" if name == "gpu" else "magicmask:cpu"}
+    # the names deploy/build-image.sh gives its images (--variant cpu|cuda; tests/system/test_image.py)
+    version = re.search(r'^version = "(.+)"$', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    assert tags == {f"localhost/magicmask:{version}-{'cuda' if name == 'gpu' else 'cpu'}"}
 
 
 def test_actor_pod_ordinal_is_the_agent_id(tmp_path):

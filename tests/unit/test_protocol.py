@@ -1,4 +1,6 @@
 """Codec round trips for every kind and dtype, and the checks that turn bad input into counted drops."""
+import warnings
+
 import msgpack
 import numpy as np
 import pytest
@@ -89,6 +91,16 @@ def test_missing_array_frame_is_malformed():
         decode(frames[:1], LIMIT)
 
 
+def test_a_shape_whose_size_wraps_round_in_int64_is_malformed():
+    """2**62 x 2**62 elements make 0 in int64 arithmetic, which an empty frame would have matched."""
+    frames = encode(M.HEARTBEAT, {"role": "x"}, {"a": np.ones(2, np.float32)})
+    h = msgpack.unpackb(frames[0])
+    h["x"][0][2] = [2**62, 2**62]
+    with pytest.raises(ProtocolError) as e:
+        decode([msgpack.packb(h), b""], LIMIT)
+    assert e.value.cause == "malformed"
+
+
 def test_wrong_version_message_names_the_versions():
     frames = encode(M.HEARTBEAT, {"role": "x"})
     h = msgpack.unpackb(frames[0])
@@ -153,6 +165,30 @@ def test_validate_rejects_wrong_shape_dtype_kind_and_nan():
     with pytest.raises(ProtocolError) as e:
         validate(decode(encode(M.FRAGMENT, {**body, "env_steps": "many"}, arrays), LIMIT), CTX)
     assert e.value.cause == "schema"
+
+
+@pytest.mark.parametrize("obs_dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("obs_size", [5, 2000])
+def test_finite_extremes_pass_and_any_nan_or_infinity_fails_without_warnings(obs_dtype, obs_size):
+    """Finiteness of a small array is proved by one sum, which the largest finite values overflow (they must
+    still pass) and an infinity of each sign turns into NaN (it must still fail); a large array (here 3 x 2 x
+    2000 observations) is checked element-wise. numpy warns about nothing."""
+    body, arrays = _fragment(obs=(obs_size,))
+    ctx = {**CTX, "obs_dtype": obs_dtype, "obs": (obs_size,)}
+    huge = dict(arrays, obs=np.full_like(arrays["obs"], np.finfo(obs_dtype).max, dtype=obs_dtype),
+                rewards=np.full_like(arrays["rewards"], -np.finfo(np.float32).max))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        validate(decode(encode(M.FRAGMENT, body, huge), LIMIT), ctx)
+        for bad in (np.nan, np.inf, -np.inf, "both"):
+            obs = huge["obs"].copy()
+            if bad == "both":
+                obs[0, 0, 0], obs[-1, -1, -1] = np.inf, -np.inf
+            else:
+                obs[1, 1, 2] = bad
+            with pytest.raises(ProtocolError) as e:
+                validate(decode(encode(M.FRAGMENT, body, dict(huge, obs=obs)), LIMIT), ctx)
+            assert e.value.cause == "value" and "obs" in str(e.value)
 
 
 def test_config_defaults_validate_and_every_field_has_help():
