@@ -130,7 +130,7 @@ class BatchedPPO:
         # The mask's MDP: reward r_t + alpha * perturb_t, its own critic and GAE
         mask_rewards = f["rewards"] + mcfg.alpha * b["perturbed"].to(dt)
         madv, mret = gae(mask_rewards, f["mask_values"], b["terminated"], b["truncated"], f["final_mask_values"],
-                         f["boot_mask_values"], ppo.gamma, ppo.gae_lambda, time_dim=1)
+                         f["boot_mask_values"], ppo.gamma, mcfg.gae_lambda, time_dim=1)
         masked = b["masked"] if "masked" in b else (b["mask_applied"] | b["eps_random"]) & ~b["guided"]
 
         def flat(x):  # [n, T, E, ...] -> [n, T*E, ...]
@@ -229,7 +229,7 @@ class BatchedPPO:
         n_samples = data["actions"].shape[1]
         per_mb = defaultdict(list)
         for _epoch in range(self.ppo.epochs):
-            perm = torch.randperm(n_samples, generator=self.generator).to(self.device)  # one permutation, all agents
+            perm = torch.randperm(n_samples, generator=self.generator, device="cpu").to(self.device)  # all agents; CPU generator
             for idx in perm.tensor_split(self.ppo.minibatches):
                 mb = {k: v[:, idx] for k, v in data.items()}
                 loss, st = self.loss(mb, sel)

@@ -160,7 +160,9 @@ class Learner:
         path = checkpoint.latest(self.run_dir / "checkpoints")
         if path is None:
             raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir / 'checkpoints'}")
-        st = checkpoint.load(path, self.device)
+        # read on the CPU whatever device wrote it: load_state_dict copies the tensors onto this learner's
+        # device, and the plain values (version, consumed) are read without a device round trip
+        st = checkpoint.load(path, "cpu")
         if st["spec"] != self.spec.to_dict():
             raise ValueError(f"--resume: checkpoint {path} was made for env spec {st['spec']}, this run has {self.spec.to_dict()}")
         for g, gs in zip(self.groups, checkpoint.group_states(st)):  # same spec: same groups, same order

@@ -117,6 +117,9 @@ class MaskConfig:
     lambda1: float = opt(0.1, "Weight of MSE(mean m, tau), the paper's surrogate, as a regulariser.", ge=0.0)
     lambda2: float = opt(0.0, "Weight of KL(policy || masked behaviour) in the mask loss (0: logged only).", ge=0.0)
     lr: float = opt(3e-4, "Mask (and mask critic) learning rate.", gt=0.0)
+    gae_lambda: float = opt(
+        0.95, "GAE lambda of the mask's advantages and critic targets. Lower credits a perturbation with the "
+        "change of value it causes at once rather than with the noise of every later step.", ge=0.0, le=1.0)
     start_step: int = opt(0, "Agent env steps before the mask starts perturbing (warm-up).", ge=0)
     masked_copies: float = opt(1.0, "Share of each actor's env copies that run masked.", ge=0.0, le=1.0)
     init_bias: float = opt(0.0, "Initial mask logit bias (0 gives m ~ 0.5).")

@@ -14,7 +14,7 @@ What it does, per agent:
     the mask is rewarded r_t + alpha * 1[blind_t], alpha = cfg.mask.alpha (RICE used 0.01 on Hopper; the
     gates preset uses 0.05).
   - Trained with PPO: its own critic (the net's mask critic), GAE (gamma = cfg.ppo.gamma,
-    lambda = cfg.ppo.gae_lambda),
+    lambda = cfg.mask.gae_lambda, the same as MAGIC-MASK's mask),
     the clipped objective (learner.batched_ppo.clipped_policy_loss with importance weight 1, i.e. plain PPO),
     value loss, a small entropy bonus (0.01, StateMask's Pong setting) and Adam; N_ENVS env copies made with
     run.make_env(agent, i) (shared worlds play the uniform random opponent), ROLLOUT steps per copy per
@@ -53,7 +53,7 @@ class StateMaskExplainer(Explainer):
         policy = run.policies[agent]
         envs = [run.make_env(agent, i) for i in range(self.N_ENVS)]
         spec = envs[0].spec
-        gamma, lam, alpha = cfg.ppo.gamma, cfg.ppo.gae_lambda, cfg.mask.alpha
+        gamma, lam, alpha = cfg.ppo.gamma, cfg.mask.gae_lambda, cfg.mask.alpha
         rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, agent, 0x57A7E])
         E, T = self.N_ENVS, self.ROLLOUT
         n_updates = max(1, int(np.ceil(cfg.explain.statemask_steps / (E * T))))
