@@ -7,7 +7,9 @@
    the actor's last real fragment, in-process (`protocol.transport.receive` minus the socket). And the
    actor's collect against the ceiling in this process, alternating fragment by fragment (on a shared
    machine the separate wall-clock figures above see different contention; these two see the same).
-2. Learner: updates/s of N agents in one batched update vs. a Python loop of N single-agent updates.
+2. Learner: updates/s of N agents in one batched update vs. a Python loop of N single-agent updates, on the
+   CPU or a GPU (`--device cuda`, which deploy/bench.sh --gpu passes): connect4's MLPs, then Pong's Nature
+   CNN (the paper-faithful pong.yaml) with its samples/s.
 """
 from __future__ import annotations
 
@@ -28,10 +30,11 @@ from magicmask.actors.actor import Actor
 from magicmask.actors.envs import env_spec, make_env
 from magicmask.learner.batched_ppo import BatchedPPO
 from magicmask.machine import machine_line
-from magicmask.models.networks import AgentNets, nets_for
+from magicmask.models.networks import nets_for
 from magicmask.protocol import config as C
 from magicmask.protocol import messages as M
 from magicmask.protocol.codec import Sender, decode
+from magicmask.protocol.envspec import EnvSpec
 from magicmask.protocol.messages import validate
 from magicmask.protocol.transport import free_ports, make_socket, tcp
 
@@ -181,42 +184,63 @@ def decode_validate_us(preset: str, copies: int, frames: list, rounds: int = 5, 
     return best * 1e6
 
 
-def learner_rates(ns, updates: int) -> list[tuple[int, float, float]]:
-    cfg = C.load(ROOT / "deploy/configs/connect4.yaml", environ={})
-    T, E, A, D = cfg.actor.fragment_len, cfg.env.copies, 7, 84
+def update_batch(k: int, T: int, E: int, obs_shape: tuple, obs_dtype: str, A: int, g, device) -> dict:
+    """A synthetic batch of k agents' fragments with the shapes the learner trains on (the update's cost does
+    not depend on the values)."""
+    obs = (torch.randint(0, 256, (k, T, E, *obs_shape), generator=g, dtype=torch.uint8) if obs_dtype == "uint8"
+           else torch.rand(k, T, E, *obs_shape, generator=g))
+    b = {"obs": obs, "actions": torch.randint(0, A, (k, T, E), generator=g),
+         "legal": torch.ones(k, T, E, A, dtype=torch.bool), "rewards": torch.randn(k, T, E, generator=g)}
+    for name in ("logp_mu", "logp_pi"):
+        b[name] = torch.full((k, T, E), -np.log(A))
+    for name in ("values", "mask_values", "final_values", "final_mask_values"):
+        b[name] = torch.zeros(k, T, E)
+    b["boot_values"], b["boot_mask_values"] = torch.zeros(k, E), torch.zeros(k, E)
+    b["m"], b["eps"] = torch.full((k, T, E), 0.5), torch.full((k, T, E), 0.05)
+    for name in ("terminated", "truncated", "eps_random", "guided"):
+        b[name] = torch.zeros(k, T, E, dtype=torch.bool)
+    for name in ("perturbed", "masked", "mask_applied"):
+        b[name] = torch.rand(k, T, E, generator=g) < (0.5 if name == "perturbed" else 1.1)
+    return {name: v.to(device) for name, v in b.items()}
+
+
+def learner_rates(ns, updates: int, device: str = "cpu", preset: str = "connect4.yaml",
+                  obs_shape: tuple = (84,), obs_dtype: str = "float32", A: int = 7) -> list[tuple[int, float, float]]:
+    """(N, batched updates/s, per-agent loop updates/s) of full PPO + mask updates of N agents on `device`,
+    with `preset`'s update settings and networks for `obs_shape` (an image gets the CNN, docs/ARCHITECTURE.md)."""
+    cfg = C.load(ROOT / "deploy/configs" / preset, environ={})
+    T, E = cfg.actor.fragment_len, cfg.env.copies
     out = []
     for n in ns:
         g = torch.Generator().manual_seed(n)
-
-        def batch(k):
-            b = {"obs": torch.rand(k, T, E, D, generator=g), "actions": torch.randint(0, A, (k, T, E), generator=g),
-                 "legal": torch.ones(k, T, E, A, dtype=torch.bool), "rewards": torch.randn(k, T, E, generator=g)}
-            for name in ("logp_mu", "logp_pi"):
-                b[name] = torch.full((k, T, E), -np.log(A))
-            for name in ("values", "mask_values", "final_values", "final_mask_values"):
-                b[name] = torch.zeros(k, T, E)
-            b["boot_values"], b["boot_mask_values"] = torch.zeros(k, E), torch.zeros(k, E)
-            b["m"], b["eps"] = torch.full((k, T, E), 0.5), torch.full((k, T, E), 0.05)
-            for name in ("terminated", "truncated", "eps_random", "guided"):
-                b[name] = torch.zeros(k, T, E, dtype=torch.bool)
-            for name in ("perturbed", "masked", "mask_applied"):
-                b[name] = torch.rand(k, T, E, generator=g) < (0.5 if name == "perturbed" else 1.1)
-            return b
-        batched = BatchedPPO(AgentNets(n, D, A, cfg.ppo.hidden, seed=0), cfg.ppo, cfg.mask)
-        singles = [BatchedPPO(AgentNets(1, D, A, cfg.ppo.hidden, seed=i), cfg.ppo, cfg.mask) for i in range(n)]
-        bb, sb = batch(n), [batch(1) for _ in range(n)]
-        batched.update(bb, list(range(n)))  # warm-up
+        spec = EnvSpec(obs_shape, obs_dtype, A, n, False)
+        batched = BatchedPPO(nets_for(spec, cfg.ppo.hidden, n, seed=0), cfg.ppo, cfg.mask, device)
+        singles = [BatchedPPO(nets_for(spec, cfg.ppo.hidden, 1, seed=i), cfg.ppo, cfg.mask, device) for i in range(n)]
+        bb = update_batch(n, T, E, obs_shape, obs_dtype, A, g, device)
+        sb = [update_batch(1, T, E, obs_shape, obs_dtype, A, g, device) for _ in range(n)]
+        batched.update(bb, list(range(n)))  # warm-up (CUDA: kernels, allocator)
+        for s, b in zip(singles, sb):
+            s.update(b, [0])
+        sync(device)
         t0 = time.perf_counter()
         for _ in range(updates):
             batched.update(bb, list(range(n)))
+        sync(device)
         r_batched = updates / (time.perf_counter() - t0)
         t0 = time.perf_counter()
         for _ in range(updates):
             for s, b in zip(singles, sb):
                 s.update(b, [0])
+        sync(device)
         r_loop = updates / (time.perf_counter() - t0)
         out.append((n, r_batched, r_loop))
     return out
+
+
+def sync(device: str) -> None:
+    """Wait for the GPU's queued kernels, so wall clock measures the work (a no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -226,7 +250,11 @@ def main() -> None:
     ap.add_argument("--only", choices=("collection", "learner"), help="one part only (default: both)")
     ap.add_argument("--updates", type=int, default=5, help="timed updates per learner figure")
     ap.add_argument("--threads", type=int, default=0, help="torch threads for the learner figures (0: torch's default)")
+    ap.add_argument("--device", default="cpu", help="device of the learner figures: cpu, cuda or cuda:N")
+    ap.add_argument("--agents", default="1,2,4,8", help="N of the learner figures, comma-separated")
     args = ap.parse_args()
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: CUDA is not available on this machine (torch {torch.__version__})")
     if args.threads:
         torch.set_num_threads(args.threads)
     versions = (f"torch {torch.__version__}", f"Python {platform.python_version()}")
@@ -255,11 +283,22 @@ def main() -> None:
                 print(f"| {env} | {copies} | {actor_us:.0f} | {ceiling_us:.0f} | {ceiling_us / actor_us:.3f} | "
                       f"{os.getloadavg()[0]:.2f} |", flush=True)
     if args.only != "collection":
-        print(f"\n## Learner: full PPO + mask updates/s (connect4 shapes, batch 128x4 per agent, torch threads "
-              f"{torch.get_num_threads()})\n")
+        ns = tuple(map(int, args.agents.split(",")))
+        where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else \
+            f"CPU, torch threads {torch.get_num_threads()}"
+        print(f"\n## Learner: full PPO + mask updates/s on {where} (connect4 shapes, batch 128x4 per agent)\n")
         print("| agents N | batched updates/s | per-agent loop updates/s | speed-up |\n|---|---|---|---|")
-        for n, rb, rl in learner_rates((1, 2, 4, 8), args.updates):
+        for n, rb, rl in learner_rates(ns, args.updates, args.device):
             print(f"| {n} | {rb:.2f} | {rl:.2f} | {rb / rl:.2f}x |", flush=True)
+        cfg = C.load(ROOT / "deploy/configs/pong.yaml", environ={})
+        samples = cfg.actor.fragment_len * cfg.env.copies * cfg.ppo.epochs  # samples through forward+backward
+        print(f"\n## Learner: Pong (pong.yaml: Nature CNN on 4x84x84 frames, batch {cfg.actor.fragment_len}x"
+              f"{cfg.env.copies} per agent, {cfg.ppo.epochs} epochs) on {where}\n")
+        print("| agents N | batched updates/s | samples/s (x epochs) | per-agent loop updates/s | speed-up |\n"
+              "|---|---|---|---|---|")
+        for n, rb, rl in learner_rates(ns[:2], max(1, args.updates // 2), args.device, "pong.yaml",
+                                       (4, 84, 84), "uint8", 6):
+            print(f"| {n} | {rb:.2f} | {rb * n * samples:,.0f} | {rl:.2f} | {rb / rl:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":
