@@ -6,7 +6,7 @@ benchmark in docs/BENCHMARKS.md ("Chaos").
     python deploy/chaos.py [--kills 20] [--seed 0] [--agents 3] [--steps N] [--run-dir DIR] [--json FILE]
 
 Faults come in a seeded random order, each after a seeded random pause, once training has passed a seeded
-random fraction of run.total_steps (at most LAST_FAULT_AT: they spread over the run however fast the machine is),
+random fraction of run.total_steps (at most --last-fault-at: they spread over the run however fast the machine is),
 and once the last fault of the same process is over (it works again); faults of different processes overlap:
 - kill: SIGKILL to the learner, the broker or a random actor, in equal shares. The supervisor restarts it
   (app/supervisor.py); it counts as recovered when its new process shows work on its metrics endpoint (the
@@ -42,7 +42,6 @@ from pathlib import Path
 from magicmask.protocol import config as C
 from magicmask.supervisor import scrape
 
-LAST_FAULT_AT = 0.6   # the last fault waits for at most this share of run.total_steps: the rest leaves time to recover
 # a process's sign of work on its own metrics endpoint: the counter that grows
 WORK = {"learner": "magicmask_learner_updates_total", "broker": "magicmask_broker_snapshot_rounds_total",
         "actor": "magicmask_actor_fragments_total"}
@@ -184,7 +183,7 @@ class Chaos:
         rng.shuffle(kinds)
         for extra in (("stop", a.stop), ("cut", "actor")) if a.cut_s else (("stop", a.stop),):
             kinds.insert(rng.randint(0, len(kinds)), extra)
-        at = sorted(rng.uniform(0.05, LAST_FAULT_AT) for _ in kinds)
+        at = sorted(rng.uniform(0.05, a.last_fault_at) for _ in kinds)
         return [{"kind": kind, "role": role if role != "actor" else f"actor{rng.randrange(a.agents)}",
                  "pause_s": round(rng.uniform(a.pause_min, a.pause_max), 2), "at_progress": round(p, 3)}
                 for (kind, role), p in zip(kinds, at)]
@@ -424,6 +423,9 @@ def main(argv=None) -> int:
     p.add_argument("--heartbeat-s", type=float, default=0.5, help="net.heartbeat_s (silent after 3 of them)")
     p.add_argument("--pause-min", type=float, default=1.0, help="seconds at least between two faults")
     p.add_argument("--pause-max", type=float, default=5.0)
+    p.add_argument("--last-fault-at", type=float, default=0.6,
+                   help="the last fault waits for at most this share of run.total_steps; the rest of the run leaves "
+                   "time for faults that wait on an earlier one's recovery (a fault whose target's run has ended fails)")
     p.add_argument("--timeout", type=float, default=900.0, help="the whole run, seconds; then it is stopped")
     p.add_argument("--run-dir", type=Path, help="default: runs/chaos-<seed>")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="more config")
