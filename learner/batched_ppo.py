@@ -127,10 +127,15 @@ class BatchedPPO:
         # final values and the bootstrap come from one set of weights); truncation bootstraps (learner/gae.py)
         adv, ret = gae(f["rewards"], f["values"], b["terminated"], b["truncated"], f["final_values"],
                        f["boot_values"], ppo.gamma, ppo.gae_lambda, time_dim=1)
-        # The mask's MDP: reward r_t + alpha * perturb_t, its own critic and GAE
+        # The mask's MDP: reward r_t + alpha * perturb_t, its own critic (the value of the masked behaviour) and
+        # GAE; with mask.critic=policy the advantages use the policy's critic instead (a perturbation is scored
+        # by what it costs the policy)
         mask_rewards = f["rewards"] + mcfg.alpha * b["perturbed"].to(dt)
         madv, mret = gae(mask_rewards, f["mask_values"], b["terminated"], b["truncated"], f["final_mask_values"],
                          f["boot_mask_values"], ppo.gamma, mcfg.gae_lambda, time_dim=1)
+        if mcfg.critic == "policy":
+            madv, _ = gae(mask_rewards, f["values"], b["terminated"], b["truncated"], f["final_values"],
+                          f["boot_values"], ppo.gamma, mcfg.gae_lambda, time_dim=1)
         masked = b["masked"] if "masked" in b else (b["mask_applied"] | b["eps_random"]) & ~b["guided"]
 
         def flat(x):  # [n, T, E, ...] -> [n, T*E, ...]

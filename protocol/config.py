@@ -120,6 +120,11 @@ class MaskConfig:
     gae_lambda: float = opt(
         0.95, "GAE lambda of the mask's advantages and critic targets. Lower credits a perturbation with the "
         "change of value it causes at once rather than with the noise of every later step.", ge=0.0, le=1.0)
+    critic: str = opt(
+        "own", "The critic of the mask's advantages: own (the mask critic, the value of the masked behaviour: the "
+        "paper's) or policy (the policy's critic: with gae_lambda 0 a perturbation is scored by what one random "
+        "action costs the policy, the quantity the fidelity test measures). The mask critic trains either way.",
+        choices=["own", "policy"])
     start_step: int = opt(0, "Agent env steps before the mask starts perturbing (warm-up).", ge=0)
     masked_copies: float = opt(1.0, "Share of each actor's env copies that run masked.", ge=0.0, le=1.0)
     init_bias: float = opt(0.0, "Initial mask logit bias (0 gives m ~ 0.5).")
