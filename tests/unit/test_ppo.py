@@ -383,10 +383,11 @@ def test_learns_a_contextual_bandit():
     assert np.all(stats["kl_pi_mu"] >= 0) and np.all(stats["is_weight_mean"] > 0.5)
 
 
-def test_mask_keeps_critical_steps_and_perturbs_the_others():
+@pytest.mark.parametrize("critic", ["own", "policy"])
+def test_mask_keeps_critical_steps_and_perturbs_the_others(critic):
     rng = np.random.default_rng(1)
     nets = AgentNets(2, K, A, 32, seed=1)
-    mcfg = MaskConfig(lr=3e-3, alpha=0.05, lambda1=0.1, tau=0.5)
+    mcfg = MaskConfig(lr=3e-3, alpha=0.05, lambda1=0.1, tau=0.5, critic=critic, gae_lambda=0.0)
     ppo = BatchedPPO(nets, PPOConfig(lr=3e-3), mcfg, seed=1)
     critical = np.array([True, True, False, False])
     _, m0 = probe(nets)
@@ -398,6 +399,24 @@ def test_mask_keeps_critical_steps_and_perturbs_the_others():
     assert m[:, ~critical].max() < mcfg.tau, m  # perturbing the others costs nothing and earns alpha
     assert p[:, critical].min() > 0.9, p        # the policy learned its critical actions beside the mask
     assert np.all((stats["perturb_share"] > 0.3) & (stats["perturb_share"] < 0.7)), stats["perturb_share"]
+
+
+def test_mask_advantages_come_from_the_chosen_critic():
+    """mask.critic=policy: the mask's advantages are GAE of r + alpha * perturbed over the POLICY's values (what
+    a perturbation costs the policy); own: over the mask critic's. The mask critic's targets are its own either way."""
+    batch = random_batch(2, 8, 4, 5, 6, seed=4)
+    mask_rewards = batch["rewards"] + 0.05 * batch["perturbed"].double()
+    ends = (batch["terminated"], batch["truncated"])
+    out = {}
+    for critic in ("own", "policy"):
+        ppo = BatchedPPO(_nets64(2, 0), PPOConfig(), MaskConfig(alpha=0.05, gae_lambda=0.5, critic=critic))
+        data, _ = ppo.prepare(batch, ppo.selection([0, 1]))
+        out[critic] = data
+    for critic, (v, fv, boot) in {"own": ("mask_values", "final_mask_values", "boot_mask_values"),
+                                  "policy": ("values", "final_values", "boot_values")}.items():
+        adv, _ = gae(mask_rewards, batch[v], *ends, batch[fv], batch[boot], 0.99, 0.5, time_dim=1)
+        torch.testing.assert_close(out[critic]["mask_adv"], adv.reshape(2, -1))
+    torch.testing.assert_close(out["own"]["mask_ret"], out["policy"]["mask_ret"])
 
 
 def test_batch_without_masked_uses_the_documented_fallback_and_missing_arrays_are_named():
