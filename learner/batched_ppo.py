@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from magicmask.models.gae import gae
 from magicmask.models.networks import StackedNets, masked_logits
-from magicmask.models.ppo_loss import (action_columns, bernoulli_logp, clipped_policy_loss, clipped_value_loss, kl_pi_mu,
+from magicmask.models.ppo_loss import (action_columns, bernoulli_entropy, bernoulli_logp, clipped_policy_loss, clipped_value_loss, kl_pi_mu,
                               legal_entropy, masked_mean, normalize)
 
 REQUIRED = ("obs", "actions", "legal", "logp_mu", "values", "mask_values", "rewards", "terminated", "truncated",
@@ -191,7 +191,10 @@ class BatchedPPO:
         # lambda_1 (mean m - tau)^2 over the minibatch's mask-training steps (the paper's surrogate, a regulariser)
         has_applied = applied.any(-1).to(m.dtype)
         mask_reg = mcfg.lambda1 * has_applied * (masked_mean(m, applied) - mcfg.tau) ** 2
-        mask_loss = mask_pg + mask_reg
+        # an entropy bonus keeps the mask's coin from saturating: without it m drifted to 0 or 1 (to 1e-5) in most
+        # states, and the order of the saturated ones, which the explanation ranks, said nothing
+        mask_entropy = masked_mean(bernoulli_entropy(mask_logit), applied)
+        mask_loss = mask_pg + mask_reg - mcfg.ent_coef * mask_entropy
         if mcfg.lambda2 > 0:  # lambda_2 KL(pi || mu) with mu built from the current m; pi is held fixed here
             mask_loss = mask_loss + mcfg.lambda2 * kl_pi_mu(
                 logp_all.detach(), legal, m, mb["eps"], mb["masked"], mb["guided"]).mean(-1)

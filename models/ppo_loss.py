@@ -50,6 +50,12 @@ def bernoulli_logp(keep_logit, perturbed):
     return torch.where(perturbed.bool(), F.logsigmoid(-keep_logit), F.logsigmoid(keep_logit))
 
 
+def bernoulli_entropy(keep_logit):
+    """Entropy of the mask's coin, m = sigmoid(logit), computed from the logit (stable where m saturates)."""
+    m = torch.sigmoid(keep_logit)
+    return -(m * F.logsigmoid(keep_logit) + (1 - m) * F.logsigmoid(-keep_logit))
+
+
 def legal_entropy(logp_all, legal):
     """Entropy of the legal-masked policy (illegal actions have probability 0 and contribute 0)."""
     return -torch.where(legal, logp_all.exp() * logp_all, 0.0).sum(-1)

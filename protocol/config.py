@@ -117,6 +117,10 @@ class MaskConfig:
     lambda1: float = opt(0.1, "Weight of MSE(mean m, tau), the paper's surrogate, as a regulariser.", ge=0.0)
     lambda2: float = opt(0.0, "Weight of KL(policy || masked behaviour) in the mask loss (0: logged only).", ge=0.0)
     lr: float = opt(3e-4, "Mask (and mask critic) learning rate.", gt=0.0)
+    ent_coef: float = opt(
+        0.0, "Entropy bonus of the mask's keep/perturb coin. Keeps m graded (its logit follows what a perturbation "
+        "costs) instead of saturating at 0 or 1, where the explanation's ranking of steps carries no information.",
+        ge=0.0)
     gae_lambda: float = opt(
         0.95, "GAE lambda of the mask's advantages and critic targets. Lower credits a perturbation with the "
         "change of value it causes at once rather than with the noise of every later step.", ge=0.0, le=1.0)

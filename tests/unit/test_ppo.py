@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from magicmask.models.action_selection import behaviour_probs as np_behaviour_probs
 from magicmask.models.action_selection import select_training, softmax_legal
 from magicmask.learner.batched_ppo import BatchedPPO, StackedAdam
-from magicmask.models.ppo_loss import (behaviour_probs, clipped_policy_loss, clipped_value_loss, kl_pi_mu, legal_entropy,
+from magicmask.models.ppo_loss import (behaviour_probs, bernoulli_entropy, clipped_policy_loss, clipped_value_loss, kl_pi_mu, legal_entropy,
                                        normalize)
 from magicmask.models.gae import gae
 from magicmask.models.networks import AgentNets, StackedLinear, masked_logits
@@ -399,6 +399,30 @@ def test_mask_keeps_critical_steps_and_perturbs_the_others(critic):
     assert m[:, ~critical].max() < mcfg.tau, m  # perturbing the others costs nothing and earns alpha
     assert p[:, critical].min() > 0.9, p        # the policy learned its critical actions beside the mask
     assert np.all((stats["perturb_share"] > 0.3) & (stats["perturb_share"] < 0.7)), stats["perturb_share"]
+
+
+def test_mask_entropy_keeps_the_coin_graded():
+    """Without mask.ent_coef the bandit's mask saturates (m to 1e-4 where perturbing is free); with it m stays
+    graded and still orders the observations: critical ones above the others."""
+    critical = np.array([True, True, False, False])
+    ms = {}
+    for ent in (0.0, 1.0):
+        rng = np.random.default_rng(2)
+        nets = AgentNets(1, K, A, 32, seed=2)
+        ppo = BatchedPPO(nets, PPOConfig(lr=3e-3), MaskConfig(lr=3e-3, alpha=0.05, lambda1=0.0, ent_coef=ent), seed=2)
+        for _ in range(40):
+            ppo.update(bandit_batch(nets, rng, 8, 16, critical, masked=True, eps=0.05), [0])
+        ms[ent] = probe(nets)[1][0]
+    assert ms[0.0][~critical].max() < 1e-3 and ms[0.0][critical].min() > 0.999, ms[0.0]
+    assert 0.2 < ms[1.0].min() and ms[1.0].max() < 0.99, ms[1.0]
+    assert ms[1.0][critical].min() > ms[1.0][~critical].max() + 0.2, ms[1.0]
+
+
+def test_bernoulli_entropy_from_the_logit():
+    logit = t([0.0, 2.0, -3.0, 40.0])
+    m = torch.sigmoid(logit)
+    torch.testing.assert_close(bernoulli_entropy(logit)[:3], (-(m * m.log() + (1 - m) * (1 - m).log()))[:3])
+    assert 0 <= bernoulli_entropy(logit)[3] < 1e-12   # saturated: finite, no log(0)
 
 
 def test_mask_advantages_come_from_the_chosen_critic():
