@@ -61,7 +61,7 @@ class Actor:
         self.rng = np.random.default_rng(self.seed)
         self.envs = [make_env(cfg, agent, c) for c in range(cfg.env.copies)]
         self.spec = self.envs[0].spec.for_agent(agent)  # this agent's own observation shape
-        self.peers = PeerPolicies(self.spec, cfg)
+        self.peers = PeerPolicies(self.spec, cfg, self.seed)
         self.league = League(self.spec, cfg)
         self.opponent_mix = opponent_mix(cfg.env.opponents)
         for env in self.envs:

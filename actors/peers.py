@@ -15,12 +15,13 @@ class PeerPolicies:
     """Each agent's networks are built from its own spec (`spec.for_agent`): in Dou Dizhu the landlord's and
     the peasants' observations differ in size."""
 
-    def __init__(self, spec: EnvSpec, cfg: Config):
+    def __init__(self, spec: EnvSpec, cfg: Config, seed: int | None = None):
+        """seed: of the peers' move samples (an actor passes one derived from run.seed, so that a run repeats)."""
         self.spec, self.cfg = spec, cfg
         self.nets: dict[int, StackedNets] = {}           # the loaded weights (torch)
         self.fast: dict[int, NumpyNets | TorchNets] = {}  # what acting runs (models/inference.py)
         self.versions: dict[int, int] = {}  # agent -> policy version of the weights loaded
-        self.rng = np.random.default_rng()
+        self.rng = np.random.default_rng(None if seed is None else [seed, 0x0FF])
 
     def load(self, agent: int, arrays: dict, version: int) -> None:
         """Raises ValueError on a wrong name or shape (the caller counts the drop)."""
