@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -63,3 +64,45 @@ def wait_for(cond, timeout=20.0, step=0.02):
             return True
         time.sleep(step)
     return cond()
+
+
+# How long a test waits for something asynchronous (a message, a subscription, a thread or a process reaching a
+# state) before it calls that a failure. A bound for a broken run, never a speed check: it costs nothing when
+# things work (every wait returns as soon as its condition holds), and CI runs the suite on 2 cores beside other
+# jobs, where what takes 50 ms on an idle machine can take many seconds.
+PATIENCE = 120.0
+
+
+def wait_until(cond, timeout=PATIENCE, what="the condition", step=0.02):
+    """Poll cond() every `step` s until it holds and return its value; after `timeout` s fail the test, saying
+    what was awaited and for how long. `what`: a string, or a callable giving one (to report the state at the
+    time of failure)."""
+    t0 = time.monotonic()
+    while True:
+        got = cond()
+        if got:
+            return got
+        waited = time.monotonic() - t0
+        if waited >= timeout:
+            raise AssertionError(f"waited {waited:.1f} s for {what() if callable(what) else what}")
+        time.sleep(step)
+
+
+def end_run(proc: subprocess.Popen | None, run_dir, grace=PATIENCE) -> None:
+    """Stop a `magicmask run` a test started (its supervisor `proc`, None: already gone), if it still runs, and
+    every process of its run: Ctrl-C first (the supervisor stops its children), a kill after `grace` s. A
+    supervisor killed outright (a timeout of subprocess.run, a failed test) leaves its children (each in a
+    session of its own) training on, which loads the machine for every test after."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    left = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True).stdout.split()
+    for pid in map(int, left):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

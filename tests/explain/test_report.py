@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -165,9 +164,7 @@ def _check_files(page: Path) -> _Imgs:
 
 def test_report_from_fake_run_has_every_section_and_valid_pictures(tmp_path):
     run_dir = make_fake_run(tmp_path / "fake-gates")
-    t0 = time.time()
     page = write_report(run_dir)
-    took = time.time() - t0
     assert page == run_dir / "report" / "index.html"
     p = _check_files(page)
     text = page.read_text()
@@ -190,7 +187,6 @@ def test_report_from_fake_run_has_every_section_and_valid_pictures(tmp_path):
     for sid in SECTION_IDS:   # every section says what it shows
         assert re.search(r'<p class="what">[^<]{20,}</p>', _section_text(text, sid)), sid
     assert "checkpoint version</dt><dd>7<" in text and "gates" in text
-    assert took < 30, took
 
 
 def test_report_degrades_without_checkpoint_or_ground_truth(tmp_path):
@@ -234,12 +230,12 @@ def test_report_escapes_text_from_the_files(tmp_path):
 def test_report_scale_four_agents_hundred_episodes_six_methods(tmp_path):
     """The size `magicmask explain` writes by default: only a few episodes are drawn, the rest aggregated."""
     run_dir = make_fake_run(tmp_path / "big", agents=4, episodes=100, with_checkpoint=False, with_compare=False)
-    t0 = time.time()
     page = write_report(run_dir)
-    took = time.time() - t0
     p = _check_files(page)
     assert sum("importance-agent" in s for s in p.srcs) == 4
-    assert took < 60, f"report took {took:.1f} s"   # ~10 s on 2 idle cores
+    # a few episodes drawn, not 400 (its time, ~10 s on 2 idle cores, is not a test's business: a loaded CI
+    # machine once took 78 s)
+    assert len(p.srcs) < 150, len(p.srcs)   # 71 today; one picture per episode would be >= 400
 
 
 def test_report_connect4_frames_board_drawing_and_board_saliency(tmp_path):

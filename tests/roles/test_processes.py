@@ -18,9 +18,11 @@ from magicmask.protocol import config as C
 from magicmask.protocol import messages as M
 from magicmask.protocol.codec import Sender, decode
 from magicmask.protocol.transport import tcp
-from tests.helpers import fragment_arrays, recv, wait_for
+from tests.helpers import PATIENCE, fragment_arrays, recv, wait_until
 
-pytestmark = pytest.mark.timeout(90)
+# Every wait below is for a condition, bounded by PATIENCE (tests/helpers.py); the limit of a whole test is
+# several of those, for a run that is merely slow, not broken
+pytestmark = pytest.mark.timeout(600)
 
 def make_cfg(ports, *extra):
     return C.load(overrides=C.port_overrides(ports) + [
@@ -52,12 +54,12 @@ def learner_peers(ctx, cfg):
     sub.connect(tcp("127.0.0.1", cfg.net.learner_weights_port))
     push = ctx.socket(zmq.PUSH)
     push.connect(tcp("127.0.0.1", cfg.net.learner_fragments_port))
-    frames = recv(sub, 60_000)
+    frames = recv(sub, int(PATIENCE * 1000))
     assert frames is not None, "the learner published nothing (not bound, or no heartbeat)"
     return sub, push
 
 
-def next_weights(sub, pred, timeout=30):
+def next_weights(sub, pred, timeout=PATIENCE):
     """The first weights message on `sub` (topic w/...) that satisfies `pred`, or None after `timeout` seconds."""
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -102,7 +104,7 @@ def test_learner_drops_malformed_input_and_keeps_serving(tmp_path, free_ports, c
                 push.send_multipart(frames)
         dealer.send_multipart([b"garbage"])
         dealer.send_multipart(Sender(0).pack(M.HEARTBEAT, {"role": "actor", "want": "weights"}))
-        w = recv(dealer, 20_000)
+        w = recv(dealer, int(PATIENCE * 1000))
         assert w is not None, "the learner stopped answering weight requests"
         msg = decode(w, 1 << 24)
         assert msg.kind == M.WEIGHTS and msg.body["target"] == 0 and msg.policy_version == 0
@@ -110,14 +112,15 @@ def test_learner_drops_malformed_input_and_keeps_serving(tmp_path, free_ports, c
         # a valid fragment still trains: version 1 is published, with the credit for one fragment
         push.send_multipart(s.pack(M.FRAGMENT, body, good, policy_version=0))
         got = next_weights(sub, lambda m: m.policy_version == 1)
-        assert got is not None, "no update after a valid fragment"
+        assert got is not None, (f"no update after a valid fragment (learner thread alive: {th.is_alive()}, version "
+                                 f"{learner.version}, pending {dict(learner.pending)}, drops {learner.drops.counts})")
         assert got.body["fragments"] == 1 and got.body["incarnation"] == s.incarnation
         for cause, frames_list in bad.items():
             assert learner.drops.counts.get(("fragments", cause), 0) == len(frames_list), (cause, learner.drops.counts)
         assert learner.drops.counts.get(("router", "malformed")) == 1
     finally:
         stop.set()
-        th.join(10)
+        th.join(PATIENCE)
     assert not th.is_alive()
     assert (tmp_path / "checkpoints" / "latest").is_file()  # the final checkpoint on stop
 
@@ -144,7 +147,7 @@ def test_stale_fragment_returns_its_credit_at_once(tmp_path, free_ports, ctx):
         assert learner.last_eval[0] == {"return_plain": 3.0}           # its evaluation is kept all the same
     finally:
         stop.set()
-        th.join(10)
+        th.join(PATIENCE)
 
 
 def test_learner_survives_failed_checkpoint_writes_and_tries_again(tmp_path, free_ports, ctx, monkeypatch):
@@ -182,15 +185,17 @@ def test_learner_survives_failed_checkpoint_writes_and_tries_again(tmp_path, fre
         for v in (1, 2):
             push.send_multipart(s.pack(M.FRAGMENT, body, fragment_arrays(cfg, spec), policy_version=v - 1))
             assert next_weights(sub, lambda m: m.policy_version == v) is not None, f"no version {v}: training stopped"
-        assert wait_for(lambda: failures() - before == 2, 10) and checkpoint_names(tmp_path) == []
+        wait_until(lambda: failures() - before == 2, what=lambda: f"2 failed checkpoints, {failures() - before} so far")
+        assert checkpoint_names(tmp_path) == []
         disk_full.clear()
         push.send_multipart(s.pack(M.FRAGMENT, body, fragment_arrays(cfg, spec), policy_version=2))
         assert next_weights(sub, lambda m: m.policy_version == 3) is not None
-        assert wait_for(lambda: checkpoint_names(tmp_path) == ["ckpt-00000003.pt", "latest"], 10), checkpoint_names(tmp_path)
+        wait_until(lambda: checkpoint_names(tmp_path) == ["ckpt-00000003.pt", "latest"],
+                   what=lambda: f"checkpoint 3 and latest, the folder holds {checkpoint_names(tmp_path)}")
         disk_full.set()
     finally:
         stop.set()
-        th.join(15)
+        th.join(PATIENCE)
     assert status == [1] and failures() - before == 3
     assert (tmp_path / "checkpoints" / "latest").read_text() == "ckpt-00000003.pt"
     while (frames := recv(sub, 300)) is not None:
@@ -206,14 +211,24 @@ def test_learner_checkpoints_by_time_as_well_as_by_updates(tmp_path, free_ports,
     s = Sender(agent=0)
     body = {"episodes": [], "env_steps": 16, "eval": {}}
     try:
+        # The learner's own clock decides (learner.last_checkpoint, set at start and when a checkpoint write
+        # begins), not a fixed sleep of ours: each fragment goes once more than 1 s passed since then. Sleeping
+        # 1.1 s after version 1 arrived raced with the write that version 1 itself starts after publishing (it
+        # is due: more than 1 s since the start), which restarts the learner's clock.
+        def after_a_second():
+            wait_until(lambda: time.monotonic() - learner.last_checkpoint > 1.05, 30, "1 s since the last checkpoint")
+        after_a_second()
         push.send_multipart(s.pack(M.FRAGMENT, body, fragment_arrays(cfg, spec), policy_version=0))
         assert next_weights(sub, lambda m: m.policy_version == 1) is not None
-        time.sleep(1.1)
+        wait_until(lambda: "ckpt-00000001.pt" in checkpoint_names(tmp_path),
+                   what=lambda: f"the checkpoint of version 1, the folder holds {checkpoint_names(tmp_path)}")
+        after_a_second()
         push.send_multipart(s.pack(M.FRAGMENT, body, fragment_arrays(cfg, spec), policy_version=1))
-        assert wait_for(lambda: "ckpt-00000002.pt" in checkpoint_names(tmp_path), 10), checkpoint_names(tmp_path)
+        wait_until(lambda: "ckpt-00000002.pt" in checkpoint_names(tmp_path),
+                   what=lambda: f"the checkpoint of version 2, the folder holds {checkpoint_names(tmp_path)}")
     finally:
         stop.set()
-        th.join(15)
+        th.join(PATIENCE)
 
 
 def checkpoint_names(run_dir):
@@ -241,18 +256,33 @@ def test_actor_follows_the_contract_and_survives_bad_input(tmp_path, free_ports,
     actor = Actor(cfg, 0, tmp_path, stop)
     th = threading.Thread(target=actor.run, daemon=True)
     th.start()
+    learner, broker = Sender(-1), Sender(-1)
+
+    def beat():
+        """A live learner heartbeats (net.heartbeat_s): without, the actor deems ours silent 3 s after its last
+        message and stops sending, which a loaded machine reaches between two steps of this test."""
+        pub.send_multipart([b"hb", *learner.pack(M.HEARTBEAT, {"role": "learner"})])
+
+    def recv_beating(sock, timeout=PATIENCE):
+        """recv(sock), heartbeating meanwhile."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            beat()
+            if (frames := recv(sock, 200)) is not None:
+                return frames
+        return None
     try:
-        req = recv(router, 20_000)
+        req = recv(router, int(PATIENCE * 1000))
         assert req is not None and decode(req[1:], 1 << 20).body["want"] == "weights"
         ident = req[0]
         nets = AgentNets(1, spec.obs_dim, spec.n_actions, cfg.ppo.hidden, seed=1)
-        learner = Sender(-1)
         wrong = {k: v[..., :1] for k, v in nets.agent_state(0).items()}
         router.send_multipart([ident, b"garbage"])
         router.send_multipart([ident, *learner.pack(M.WEIGHTS, {"target": 0}, wrong, policy_version=0)])
         router.send_multipart([ident, *learner.pack(M.WEIGHTS, {"target": 9}, nets.agent_state(0), policy_version=0)])
         causes = ("malformed", "shape", "schema")
-        assert wait_for(lambda: all(actor.drops.counts.get(("weights", c)) == 1 for c in causes)), actor.drops.counts
+        wait_until(lambda: all(actor.drops.counts.get(("weights", c)) == 1 for c in causes),
+                   what=lambda: f"a drop of each cause {causes}, counted {actor.drops.counts}")
         assert actor.version == -1, "bad weights were applied"
         # a snapshot from a peer that holds every non-gate state of the gates env: those steps get guided
         env = make_env(cfg, 0)
@@ -264,15 +294,17 @@ def test_actor_follows_the_contract_and_survives_bad_input(tmp_path, free_ports,
                 break
             states.append(obs)
         keys = StateKeys(spec.obs_dim, cfg.actor.key_dim, cfg.actor.key_seed)(np.stack(states))
-        br = recv(broker_router, 20_000)
+        br = recv(broker_router, int(PATIENCE * 1000))
         assert br is not None and decode(br[1:], 1 << 20).body["want"] == "snapshot"
-        broker = Sender(-1)
         snap = broker.pack(M.SNAPSHOT, {"created_at": time.time(), "clock": 50, "receiver": 0},
                                {"keys": keys, "scores": np.ones(len(keys), np.float32),
                                 "finders": np.full((len(keys), 1), 0b10, np.uint8)})  # a peer's (id 1)
         broker_router.send_multipart([br[0], *snap])
+        # the snapshot is in use before the weights come: the first fragment (8 steps, milliseconds) starts as
+        # they arrive, and a snapshot sent just before them on another connection may well arrive after it
+        wait_until(lambda: actor.guidance.seq == 1, what="the actor to take the snapshot")
         router.send_multipart([ident, *learner.pack(M.WEIGHTS, {"target": 0}, nets.agent_state(0), policy_version=0)])
-        frames = recv(pull, 20000)
+        frames = recv_beating(pull)
         assert frames is not None, "no fragment from the actor"
         ctx_ = {"T": cfg.actor.fragment_len, "E": cfg.env.copies, "A": spec.n_actions, "obs": spec.obs_shape,
                 "obs_dtype": spec.obs_dtype}
@@ -288,22 +320,25 @@ def test_actor_follows_the_contract_and_survives_bad_input(tmp_path, free_ports,
         # SUBs hear our PUBs (slow joiner): publish heartbeats until it has heard each
         for peer, sock, sender in ((actor.links.learner, pub, learner), (actor.links.broker, snaps, broker)):
             t0 = peer.last_heard
-            assert wait_for(lambda: sock.send_multipart([b"hb", *sender.pack(M.HEARTBEAT, {"role": peer.name})])
-                            or peer.last_heard > t0), f"the actor never heard the {peer.name}'s PUB"
+            wait_until(lambda: sock.send_multipart([b"hb", *sender.pack(M.HEARTBEAT, {"role": peer.name})])
+                       or peer.last_heard > t0, what=f"the actor to hear the {peer.name}'s PUB")
         pub.send_multipart([b"w/0", b"junk"])
         snaps.send_multipart([M.snapshot_topic(0), b"junk"])
-        rep = recv(reports, 10000)
+        rep = recv_beating(reports)
         assert rep is not None and decode(rep, 1 << 20).kind == M.REPORT
         # out of credit (2 fragments untrained) the actor waits; credit from the learner releases it
-        assert recv(pull, 10000) is not None
-        assert wait_for(lambda: actor.credit.in_flight == 2 and actor.outbox.must_wait())
+        assert recv_beating(pull) is not None
+        wait_until(lambda: beat() or (actor.credit.in_flight == 2 and actor.outbox.must_wait()),
+                   what=lambda: f"the actor out of credit and waiting (in flight {actor.credit.in_flight}, learner "
+                                f"alive {actor.links.learner.alive}, queued {len(actor.outbox.queue)})")
         assert recv(pull, 1000) is None, "the actor ran past its credit"
         pub.send_multipart([b"w/0", *learner.pack(M.WEIGHTS, {"target": 0, "incarnation": actor.sender.incarnation,
                                                               "fragments": 2}, nets.agent_state(0), policy_version=1)])
-        assert recv(pull, 10000) is not None, "credit did not release the actor"
+        assert recv_beating(pull) is not None, "credit did not release the actor"
         assert actor.drops.counts.get(("weights", "malformed"), 0) == 2  # the junk came before the credit
-        assert wait_for(lambda: actor.drops.counts.get(("snapshots", "malformed"), 0) == 1)  # another pipe
+        wait_until(lambda: actor.drops.counts.get(("snapshots", "malformed"), 0) == 1,  # another pipe
+                   what=lambda: f"the junk snapshot counted, drops {actor.drops.counts}")
     finally:
         stop.set()
-        th.join(10)
+        th.join(PATIENCE)
     assert not th.is_alive()

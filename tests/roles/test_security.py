@@ -25,9 +25,10 @@ from magicmask.protocol import security as S
 from magicmask.protocol.codec import Sender, decode
 from magicmask.protocol.drops import DropLog
 from magicmask.protocol.transport import make_socket, tcp
-from tests.helpers import fragment_arrays
+from tests.helpers import PATIENCE, fragment_arrays
 
-pytestmark = pytest.mark.timeout(120)
+# waits are for conditions, bounded by PATIENCE (tests/helpers.py); a test's limit is several of those
+pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture
@@ -61,22 +62,33 @@ def send(sock, frames):
         pass
 
 
+HANDSHAKE_ENDS = {"HANDSHAKE_SUCCEEDED", "HANDSHAKE_FAILED_AUTH", "HANDSHAKE_FAILED_PROTOCOL",
+                  "HANDSHAKE_FAILED_NO_DETAIL"}
+
+
 def handshake_events(sock_factory, endpoint, seconds=1.0):
-    """Names of the monitor events of a fresh socket that connects to endpoint for `seconds`."""
+    """Names of the monitor events of a fresh socket that connects to endpoint, until its first handshake has
+    ended (the server may still be starting: the client retries its connection meanwhile) and `seconds` more
+    (the client reconnects after a refusal: no later handshake may succeed)."""
     s = sock_factory()
     mon = s.get_monitor_socket()
     s.connect(endpoint)
-    names, t = set(), time.time()
-    while time.time() - t < seconds:
-        if mon.poll(50):
-            names.add(recv_monitor_message(mon)["event"].name)
-    s.disable_monitor()
-    mon.close(linger=0)
-    s.close(linger=0)
+    names, t, end = set(), time.time(), None
+    try:
+        while end is None or time.time() < end:
+            assert time.time() - t < PATIENCE, f"no handshake with {endpoint} ended within {PATIENCE} s: {names}"
+            if mon.poll(50):
+                names.add(recv_monitor_message(mon)["event"].name)
+                if end is None and names & HANDSHAKE_ENDS:
+                    end = time.time() + seconds
+    finally:  # closed whatever happens: the test's ctx.term() waits for every socket of the context
+        s.disable_monitor()
+        mon.close(linger=0)
+        s.close(linger=0)
     return names
 
 
-def wait_heartbeat(sub, timeout_ms=60_000):
+def wait_heartbeat(sub, timeout_ms=int(PATIENCE * 1000)):
     """Wait for a server's first heartbeat on `sub` (subscribed to b"" or b"hb"): the server is bound and
     the SUB's subscriptions, sent together when it connected, are in force at its PUB. Waiting for this
     instead of a fixed time is what keeps a later single publication from being lost (the slow joiner)."""
@@ -148,7 +160,7 @@ def test_broker_admits_only_allowed_actor_keys(tmp_path, free_ports, keys, caplo
         # the allowed actor: its report arrives and makes a snapshot, which only it receives
         report(socks["allowed"][0], 200)
         got = None
-        deadline = time.time() + 20
+        deadline = time.time() + PATIENCE
         while got is None and time.time() < deadline:
             frames = recv(socks["allowed"][1], 100)
             got = frames if frames and frames[0] != b"hb" else None
@@ -156,7 +168,7 @@ def test_broker_admits_only_allowed_actor_keys(tmp_path, free_ports, keys, caplo
         snap = M.validate(decode(got[1:], 2**26), {"K": 8, "F": 1}, (M.SNAPSHOT,))
         assert broker.reports == 1 and snap.body["clock"] == 200
         socks["allowed"][2].send_multipart(Sender(0).pack(M.HEARTBEAT, {"role": "actor", "want": "snapshot"}))
-        reply = recv(socks["allowed"][2], 20_000)
+        reply = recv(socks["allowed"][2], int(PATIENCE * 1000))
         assert reply is not None and decode(reply, 2**26).kind == M.SNAPSHOT
         for name in ("rogue", "plain"):
             _, sub, dealer = socks[name]
@@ -170,7 +182,7 @@ def test_broker_admits_only_allowed_actor_keys(tmp_path, free_ports, keys, caplo
                 s.close(linger=0)
         ctx.term()
         stop.set()
-        th.join(10)
+        th.join(PATIENCE)
     assert not th.is_alive()
 
 
@@ -195,7 +207,7 @@ def test_learner_admits_only_allowed_actor_keys(tmp_path, free_ports, keys):
         ask = Sender(0).pack(M.HEARTBEAT, {"role": "actor", "want": "weights"})
         send(intruder.learner_req, ask)
         allowed.learner_req.send_multipart(ask)
-        w = recv(allowed.learner_req, 20_000)
+        w = recv(allowed.learner_req, int(PATIENCE * 1000))
         assert w is not None and decode(w, 1 << 24).kind == M.WEIGHTS, "the allowed actor got no weights"
         assert recv(intruder.learner_req, 500) is None, "the rogue actor received weights from the ROUTER"
         # the rogue's fragment never arrives: no update, nothing pending, nothing counted as dropped
@@ -208,7 +220,7 @@ def test_learner_admits_only_allowed_actor_keys(tmp_path, free_ports, keys):
         allowed.frag_sock.send_multipart(
             s.pack(M.FRAGMENT, body, fragment_arrays(cfg, spec, obs_shape=(1100,)), policy_version=0))
         allowed.frag_sock.send_multipart(s.pack(M.FRAGMENT, body, fragment_arrays(cfg, spec), policy_version=0))
-        got, deadline = None, time.time() + 30
+        got, deadline = None, time.time() + PATIENCE
         while time.time() < deadline and got is None:
             frames = recv(allowed.weights_sock, 500)
             if frames and frames[0].startswith(b"w/") and decode(frames[1:], 1 << 24).policy_version == 1:
@@ -220,7 +232,7 @@ def test_learner_admits_only_allowed_actor_keys(tmp_path, free_ports, keys):
         allowed.close()
         intruder.close()
         stop.set()
-        th.join(20)
+        th.join(PATIENCE)
     assert not th.is_alive()
 
 

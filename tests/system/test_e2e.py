@@ -21,7 +21,7 @@ from magicmask.actors.evaluation import play_episode, precision_at_k
 from magicmask.learner import checkpoint
 from magicmask.models.networks import nets_for
 from magicmask.protocol import config as C
-from tests.helpers import free_port_overrides
+from tests.helpers import PATIENCE, end_run, free_port_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,10 +96,10 @@ def test_kill_one_actor_the_run_goes_on_and_it_comes_back(tmp_path):
                                                              *net_overrides()]),
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 2 * PATIENCE
         while time.time() < deadline and not ((run_dir / "metrics.jsonl").exists() and len(rows(run_dir)) >= 5):
             time.sleep(0.5)
-        assert (run_dir / "metrics.jsonl").exists(), "no update within 120 s"
+        assert (run_dir / "metrics.jsonl").exists(), f"no update within {2 * PATIENCE:.0f} s"
         out = subprocess.run(["pgrep", "-f", f"magicmask.cli actor --agent 1 .*{run_dir}"], capture_output=True, text=True)
         pids = [int(p) for p in out.stdout.split()]
         assert pids, "actor 1 process not found"
@@ -108,9 +108,7 @@ def test_kill_one_actor_the_run_goes_on_and_it_comes_back(tmp_path):
             os.kill(p, signal.SIGKILL)
         stdout, _ = proc.communicate(timeout=400)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(10)
+        end_run(proc, run_dir)
     assert proc.returncode == 0, stdout[-3000:]
     assert "actor1 exited with -9; restarting" in stdout
     log = (run_dir / "logs" / "learner.log").read_text()
@@ -173,7 +171,7 @@ def test_ctrl_c_stops_every_process_within_5s(tmp_path):
                                                              *net_overrides()]),
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.time() + 90
+        deadline = time.time() + 2 * PATIENCE
         while time.time() < deadline and not (run_dir / "metrics.jsonl").exists():
             time.sleep(0.2)
         assert (run_dir / "metrics.jsonl").exists(), "the run never trained"
@@ -182,8 +180,8 @@ def test_ctrl_c_stops_every_process_within_5s(tmp_path):
         proc.wait(10)
         took = time.monotonic() - t0
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        if proc.poll() is None:  # the test has failed: nothing of the run may outlive it
+            end_run(proc, run_dir)
     assert took < 5.0, f"stopping took {took:.1f}s"
     time.sleep(0.2)
     left = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True).stdout.split()
@@ -215,17 +213,17 @@ def test_broker_death_past_its_restart_budget_stops_the_run_with_its_log_tail(tm
                                                              "run.max_restarts=0", *net_overrides()]),
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 90
+        deadline = time.time() + 2 * PATIENCE
         while time.time() < deadline and not (run_dir / "metrics.jsonl").exists():
             time.sleep(0.2)
         pids = subprocess.run(["pgrep", "-f", f"magicmask.cli broker .*{run_dir}"], capture_output=True, text=True).stdout.split()
         assert pids, "broker process not found"
         for p in pids:
             os.kill(int(p), signal.SIGKILL)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=PATIENCE)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        if proc.poll() is None:  # the test has failed: nothing of the run may outlive it
+            end_run(proc, run_dir)
     assert proc.returncode == 1
     assert "broker exited with code -9 and its restart budget is spent (0 of 0, run.max_restarts); the run stops. " \
            "Last lines of" in err and "broker.log" in err

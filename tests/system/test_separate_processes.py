@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port_overrides
+from tests.helpers import PATIENCE, free_port_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(600)
 
 
 def test_broker_and_actors_stop_by_themselves_when_the_learner_finishes(tmp_path):
@@ -32,12 +32,12 @@ def test_broker_and_actors_stop_by_themselves_when_the_learner_finishes(tmp_path
                 procs[name] = subprocess.Popen([sys.executable, "-m", "magicmask.cli", *args, *common], cwd=ROOT,
                                                stdout=log, stderr=subprocess.STDOUT,
                                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        assert procs["learner"].wait(200) == 0, logs()
+        assert procs["learner"].wait(3 * PATIENCE) == 0, logs()
         for name in ("broker", "actor0", "actor1"):   # nobody tells them but the learner
             try:
-                procs[name].wait(20)
+                procs[name].wait(PATIENCE)
             except subprocess.TimeoutExpired:
-                pytest.fail(f"{name} still running 20 s after the learner finished\n{logs()}")
+                pytest.fail(f"{name} still running {PATIENCE:.0f} s after the learner finished\n{logs()}")
     finally:
         for p in procs.values():
             if p.poll() is None:
