@@ -2,7 +2,8 @@
 # The test suite, from a fresh clone: bootstraps .venv with every extra the tests exercise, installs the
 # Debian packages they need (Chromium for the report's browser test) and builds gfootball (the grf-3v1
 # tests) when run as root, then runs pytest.
-# Extra arguments pass through, e.g. deploy/test.sh -m "not slow" for a quick pass.
+# Extra arguments pass through, e.g. deploy/test.sh -m "not slow" for a quick pass. Tests marked `long` (the
+# container image build and run, ~5.5 min on 2 cores) run only with deploy/test.sh --long.
 set -euo pipefail
 source "$(cd "$(dirname "$0")" && pwd)/bootstrap.sh"
 if ! command -v chromium >/dev/null 2>&1; then
@@ -25,4 +26,9 @@ else
   echo "[test] not root or no apt-get, so gfootball cannot be built here: the grf-3v1 tests will be skipped" \
        "(deploy/install-football.sh installs it as root)" >&2
 fi
-exec python -m pytest -q -p no:cacheprovider "$@"
+args=() long=0
+for a in "$@"; do
+  if [ "$a" = "--long" ]; then long=1; else args+=("$a"); fi
+done
+[ "$long" = 1 ] || args=(-m "not long" "${args[@]}")   # a -m of the caller's comes later and wins
+exec python -m pytest -q -p no:cacheprovider "${args[@]}"

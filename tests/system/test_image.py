@@ -62,6 +62,7 @@ def _why_no_build() -> str | None:
 
 
 @pytest.mark.slow
+@pytest.mark.long   # ~5.5 min on 2 idle cores (11 min under load): deploy/test.sh --long runs it
 @pytest.mark.timeout(1800)
 @pytest.mark.skipif(_why_no_build() is not None, reason=_why_no_build() or "")
 def test_image_builds_and_runs():
