@@ -25,10 +25,10 @@ from prometheus_client import Counter, Gauge
 
 from magicmask.actors.critical import Guidance, ReportWindow
 from magicmask.actors.envs import make_env
-from magicmask.actors.envs.base import RANDOM_OPPONENT, Opponent
+from magicmask.actors.envs.base import Opponent
 from magicmask.actors.evaluation import evaluate
 from magicmask.actors.fragment import FragmentBuffer
-from magicmask.actors.league import LEAGUE_ID0, League
+from magicmask.actors.league import League, draw_opponent, play_seat
 from magicmask.actors.links import Delivery, Links
 from magicmask.actors.outbox import Outbox
 from magicmask.actors.peers import PeerPolicies
@@ -182,26 +182,12 @@ class Actor:
         return obs, legal
 
     def draw_opponent(self) -> Opponent:
-        """Who plays the other seats of the next episode, drawn from env.opponents: a peer's id, this agent's
-        own id (self), a league snapshot (LEAGUE_ID0 + its index), RANDOM_OPPONENT or a
-        built-in player's name. League draws fall back to the peers while the league is empty."""
-        kinds = list(self.opponent_mix)
-        kind = kinds[self.rng.choice(len(kinds), p=list(self.opponent_mix.values()))]
-        others = [a for a in range(self.cfg.run.agents) if a != self.agent] or [self.agent]
-        if kind == "league" and len(self.league):
-            return LEAGUE_ID0 + self.league.sample(self.rng)
-        if kind in ("peers", "league"):
-            return int(self.rng.choice(others))
-        if kind == "self":
-            return self.agent
-        return RANDOM_OPPONENT if kind == "random" else kind
+        """Who plays the other seats of the next episode (actors.league.draw_opponent)."""
+        return draw_opponent(self.opponent_mix, self.league, self.agent, self.cfg.run.agents, self.rng)
 
     def play_other_seat(self, who: int, obs: np.ndarray, legal: np.ndarray) -> int:
-        """The env's callback for another seat: a league snapshot (ids from LEAGUE_ID0) or a peer's latest policy
-        (uniform random for a seat no agent of the run holds)."""
-        if who >= LEAGUE_ID0:
-            return self.league.act(who - LEAGUE_ID0, obs, legal, self.peers.rng)
-        return self.peers.opponent(who, obs, legal)
+        """The env's callback for another seat (actors.league.play_seat)."""
+        return play_seat(self.league, self.peers, who, obs, legal)
 
     def reset_all(self) -> tuple[list, list]:
         state = [self.reset_copy(c) for c in range(self.cfg.env.copies)]

@@ -8,6 +8,7 @@ from collections import deque
 
 import numpy as np
 
+from magicmask.actors.envs.base import RANDOM_OPPONENT
 from magicmask.models.action_selection import sample_rows, softmax_legal
 from magicmask.models.inference import NumpyNets, TorchNets, inference
 from magicmask.models.networks import build_nets
@@ -53,3 +54,28 @@ class League:
     def act(self, index: int, obs: np.ndarray, legal: np.ndarray, rng: np.random.Generator) -> int:
         """Snapshot `index`'s move, sampled from its policy over the legal actions."""
         return int(sample_rows(rng, softmax_legal(self.snapshots[index][2].logits(obs[None]), legal[None]))[0])
+
+
+def draw_opponent(mix: dict, league: League, agent: int, n_agents: int, rng: np.random.Generator):
+    """Who plays the other seats of `agent`'s next episode, drawn from the env.opponents `mix`: a peer's id, the
+    agent's own id (self), a league snapshot (LEAGUE_ID0 + its index), RANDOM_OPPONENT or a built-in player's
+    name. League draws fall back to the peers while the league is empty."""
+    kinds = list(mix)
+    kind = kinds[rng.choice(len(kinds), p=list(mix.values()))]
+    others = [a for a in range(n_agents) if a != agent] or [agent]
+    if kind == "league" and len(league):
+        return LEAGUE_ID0 + league.sample(rng)
+    if kind in ("peers", "league"):
+        return int(rng.choice(others))
+    if kind == "self":
+        return agent
+    return RANDOM_OPPONENT if kind == "random" else kind
+
+
+def play_seat(league: League, peers, who: int, obs: np.ndarray, legal: np.ndarray) -> int:
+    """The move of another seat's player `who`: a league snapshot (ids from LEAGUE_ID0) or a peer's latest
+    policy (`peers`: PeerPolicies; uniform random for a seat no agent of the run holds)."""
+    if who >= LEAGUE_ID0:
+        return league.act(who - LEAGUE_ID0, obs, legal, peers.rng)
+    return peers.opponent(who, obs, legal)
+

@@ -31,9 +31,8 @@ import numpy as np
 import torch
 
 from magicmask.actors.envs import env_spec, make_env
-from magicmask.actors.envs.base import RANDOM_OPPONENT
 from magicmask.actors.evaluation import evaluate
-from magicmask.actors.league import LEAGUE_ID0, League
+from magicmask.actors.league import League, draw_opponent, play_seat
 from magicmask.actors.peers import PeerPolicies
 from magicmask.learner.batched_ppo import BatchedPPO
 from magicmask.models.action_selection import epsilon, select_training, softmax_legal
@@ -94,24 +93,12 @@ class Opponents:
             self.league.offer(i, arrays, version)
 
     def draw(self, agent: int, rng: np.random.Generator):
-        """The next episode's opponent of `agent`, drawn from env.opponents (league falls back to the peers
-        while it is empty)."""
-        kinds = list(self.mix)
-        kind = kinds[rng.choice(len(kinds), p=list(self.mix.values()))]
-        others = [a for a in range(self.cfg.run.agents) if a != agent] or [agent]
-        if kind == "league" and len(self.league):
-            return LEAGUE_ID0 + self.league.sample(rng)
-        if kind in ("peers", "league"):
-            return int(rng.choice(others))
-        if kind == "self":
-            return agent
-        return RANDOM_OPPONENT if kind == "random" else kind
+        """The next episode's opponent of `agent`, as an actor draws it (actors.league.draw_opponent)."""
+        return draw_opponent(self.mix, self.league, agent, self.cfg.run.agents, rng)
 
     def play(self, who: int, obs: np.ndarray, legal: np.ndarray) -> int:
-        """The env's callback for the other seat: a league snapshot's move or a peer's."""
-        if who >= LEAGUE_ID0:
-            return self.league.act(who - LEAGUE_ID0, obs, legal, self.peers.rng)
-        return self.peers.opponent(who, obs, legal)
+        """The env's callback for the other seat, as an actor's (actors.league.play_seat)."""
+        return play_seat(self.league, self.peers, who, obs, legal)
 
 
 def no_mask_arrays(N: int, T: int, E: int) -> dict[str, torch.Tensor]:
