@@ -114,10 +114,17 @@ def every_process(cfg: C.Config) -> list[tuple[str, int | None]]:
 
 def check_startable(cfg: C.Config, processes):
     """The run's EnvSpec, or a ConfigError now rather than in a child's traceback later: the env must build,
-    and with security.keys_dir every process's key pair (and an actor's servers' public keys) must load."""
+    the networks the ppo and mask settings ask for must fit it (one agent's of each group are built once), and
+    with security.keys_dir every process's key pair (and an actor's servers' public keys) must load."""
     from magicmask.actors.envs import env_spec
+    from magicmask.models.networks import build_nets
     from magicmask.protocol.security import for_process
     spec = env_spec(cfg)
+    for _shape, agents in spec.groups():
+        try:
+            build_nets(spec.for_agent(agents[0]), cfg.ppo, cfg.mask, 1, seed=0)
+        except ValueError as e:
+            raise C.ConfigError(str(e)) from e
     for role, agent in processes if cfg.security.keys_dir else ():
         sec = for_process(cfg, role, agent)
         if role == "actor":

@@ -1,7 +1,7 @@
 """The `magicmask` command: `run` (every process on this machine), or one role per process (`broker`,
 `learner`, `actor --agent I`) for several machines or pods, all reading the same config; `explain RUN_DIR`,
-`report RUN_DIR`, `compare RUN_DIR...`, `sweep`, `commstudy` and `curves RUN_DIR` work on finished runs (sweep
-and commstudy start runs); `keys generate DIR` makes CURVE keys; `config` prints the resolved config.
+`report RUN_DIR`, `compare RUN_DIR...`, `sweep`, `commstudy`, `curves RUN_DIR` and `strength RUN_DIR` work on
+finished runs (sweep and commstudy start runs); `keys generate DIR` makes CURVE keys; `config` prints the resolved config.
 
 Command glue only: parsing, messages and exit codes. The work is done by the Python API (api.py) and the
 modules it names; a bad setting is reported before any process starts or any folder is made.
@@ -89,6 +89,14 @@ def _finished_runs(sub) -> None:
                                         "evaluation per agent")
     cu.add_argument("run_dir", metavar="RUN_DIR")
     cu.add_argument("--out", help="PNG file (default: RUN_DIR/curves.png)")
+    st = sub.add_parser("strength", help="play a finished run's agents against the env's built-in players "
+                                         "(connect4): win shares with 95%% intervals, RUN_DIR/strength.json")
+    st.add_argument("run_dir", metavar="RUN_DIR")
+    st.add_argument("--opponents", default="lookahead,search:2",
+                    help="comma-separated built-in players (connect4: random, lookahead, search:<depth>)")
+    st.add_argument("--games", type=int, default=100, help="games per agent and opponent (default 100)")
+    st.add_argument("--seed", type=int, default=0, help="seed of the games (default 0)")
+    st.add_argument("--checkpoint", help="checkpoint file (default: the run's latest)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -169,6 +177,14 @@ def _curves(args, argv) -> int:
     return 0
 
 
+def _strength(args, argv) -> int:
+    from magicmask.strength import measure, table
+    opponents = [o.strip() for o in args.opponents.split(",") if o.strip()]
+    print(table(measure(args.run_dir, opponents, args.games, args.seed, args.checkpoint)))
+    print(f"strength: {Path(args.run_dir) / 'strength.json'}")
+    return 0
+
+
 def _compare(args, argv) -> int:
     from magicmask.compare import run_compare
     out = run_compare(args.run_dirs, args.out, args.reuse, args.set, report=not args.no_report)
@@ -196,7 +212,7 @@ def _keys(args, argv) -> int:
 
 
 OFFLINE = {"explain": _explain, "report": _report, "curves": _curves, "compare": _compare, "sweep": _sweep,
-           "commstudy": _commstudy, "keys": _keys}
+           "commstudy": _commstudy, "keys": _keys, "strength": _strength}
 
 
 # ---------------- the processes of a run ----------------

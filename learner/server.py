@@ -171,7 +171,7 @@ class Learner:
                 g.ppo.optimizer.load_state_dict(gs["optim"])
             except (RuntimeError, ValueError) as e:
                 raise ValueError(f"--resume: checkpoint {path} does not fit the networks of agents {g.agents} "
-                                 f"(were ppo.hidden or ppo.action_head changed?): {e}") from e
+                                 f"(were ppo.hidden, ppo.action_head or ppo.board_filters changed?): {e}") from e
         self.version = int(st["version"])
         self.consumed = st["consumed"].numpy().astype(np.int64)
         log.info("resumed from %s at version %d, steps %s", path, self.version, self.consumed.tolist())

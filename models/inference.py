@@ -4,7 +4,7 @@ Why numpy: an actor or a replay asks for one to sixteen observations at a time, 
 dispatching its ~15 small ops (three layers for each of four MLPs, tanh, the sigmoid) than on the
 arithmetic; the same float32 matrix products in numpy take a fraction of it (docs/BENCHMARKS.md, "Actor
 cost"). `NumpyNets` copies the weights of the built-in MLP networks (models/networks.AgentNets with flat
-observations, either policy head) once per load; everything else (the Nature CNN, `ppo.network`) runs
+observations, either policy head, with or without the board convolution) once per load; everything else (the Nature CNN, `ppo.network`) runs
 through `TorchNets`, with the same interface:
 
   forward(obs[B, ...], cols=None) -> (logits[B, A or len(cols)], value[B], m[B], mask_value[B]) as numpy
@@ -15,14 +15,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from magicmask.models.networks import AgentNets, StackedNets
+from magicmask.models.networks import AgentNets, StackedBoardConv, StackedLinear, StackedNets
+
+
+def _linear(lay, agent: int) -> tuple[np.ndarray, np.ndarray]:
+    """(W[in, out], b[out]) of one agent's slice of a StackedLinear."""
+    return (lay.weight[agent].detach().cpu().numpy().astype(np.float32, copy=True),
+            lay.bias[agent, 0].detach().cpu().numpy().astype(np.float32, copy=True))
 
 
 def _mlp(module, agent: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """[(W[in, out], b[out]) per linear layer] of one agent's slice of a StackedMLP."""
-    layers = [m for m in module if hasattr(m, "weight")]
-    return [(lay.weight[agent].detach().cpu().numpy().astype(np.float32, copy=True),
-             lay.bias[agent, 0].detach().cpu().numpy().astype(np.float32, copy=True)) for lay in layers]
+    """[(W, b) per linear layer] of one agent's slice of a StackedMLP (its board convolution, if any, apart)."""
+    return [_linear(m, agent) for m in module if isinstance(m, StackedLinear)]
 
 
 def _run(layers, x: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
@@ -36,12 +40,21 @@ def _run(layers, x: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
 
 
 class NumpyNets:
-    """One agent's slice of AgentNets with flat observations, as numpy arrays."""
+    """One agent's slice of AgentNets with flat observations, as numpy arrays. With the board convolution
+    (ppo.board_filters), the four networks' convolutions read the same patches of the board: they run as one
+    gather and one matrix product with the four filter banks side by side (policy's first, so the policy
+    alone, for `logits`, is a prefix)."""
+
+    NETS = ("policy", "value", "mask", "mask_value")
 
     def __init__(self, nets: AgentNets, agent: int = 0):
         self.obs_dim = nets.obs_dim
-        self.policy, self.value = _mlp(nets.policy, agent), _mlp(nets.value, agent)
-        self.mask, self.mask_value = _mlp(nets.mask, agent), _mlp(nets.mask_value, agent)
+        self.policy, self.value, self.mask, self.mask_value = (_mlp(getattr(nets, n), agent) for n in self.NETS)
+        self.board = None   # (index[P, k*k*C], W[k*k*C, 4F], b[4F], F)
+        if isinstance(nets.policy[0], StackedBoardConv):
+            convs = [_linear(getattr(nets, n)[0].linear, agent) for n in self.NETS]
+            self.board = (nets.policy[0].index.cpu().numpy(), np.concatenate([w for w, _ in convs], 1),
+                          np.concatenate([b for _, b in convs]), convs[0][0].shape[1])
         self.embeddings = None   # the features head's g(E[a]) for every action, [A, H]
         if nets.action_encoder is not None:
             with torch.no_grad():
@@ -58,6 +71,14 @@ class NumpyNets:
             raise ValueError(f"observation has {x.shape[1]} features once flattened, the nets expect {self.obs_dim}")
         return x
 
+    def _inputs(self, x: np.ndarray, k: int) -> list[np.ndarray]:
+        """What the first k of NETS read: the observation, or their board convolutions' outputs."""
+        if self.board is None:
+            return [x] * k
+        index, w, b, f = self.board
+        h = np.maximum(x[:, index] @ w[:, :k * f] + b[:k * f], 0.0)   # [B, P, k*F]
+        return [h[:, :, j * f:(j + 1) * f].reshape(len(x), -1) for j in range(k)]
+
     def _logits(self, x: np.ndarray, cols) -> np.ndarray:
         if self.embeddings is None:
             return _run(self.policy, x, cols)
@@ -65,12 +86,12 @@ class NumpyNets:
         return _run(self.policy, x) @ emb.T
 
     def logits(self, obs: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
-        return self._logits(self._flat(obs), cols)
+        return self._logits(self._inputs(self._flat(obs), 1)[0], cols)
 
     def forward(self, obs: np.ndarray, cols: np.ndarray | None = None):
-        x = self._flat(obs)
-        m = 1.0 / (1.0 + np.exp(-_run(self.mask, x)[:, 0]))
-        return self._logits(x, cols), _run(self.value, x)[:, 0], m.astype(np.float32), _run(self.mask_value, x)[:, 0]
+        xp, xv, xm, xmv = self._inputs(self._flat(obs), 4)
+        m = 1.0 / (1.0 + np.exp(-_run(self.mask, xm)[:, 0]))
+        return self._logits(xp, cols), _run(self.value, xv)[:, 0], m.astype(np.float32), _run(self.mask_value, xmv)[:, 0]
 
 
 class TorchNets:

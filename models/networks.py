@@ -70,12 +70,44 @@ class StackedLinear(nn.Module):
         return torch.baddbmm(b, x, w)
 
 
-class StackedMLP(nn.Sequential):
-    """Linear-tanh-linear-tanh-linear, stacked over agents (parameter names like `policy.0.weight`)."""
+class StackedBoardConv(nn.Module):
+    """One k x k convolution without padding over a board observation, ReLU, flattened, stacked over agents:
+    x[N, B, H*W*C] (flattened in (H, W, C) order, `EnvSpec.board_shape`) -> [N, B, P*F], P = (H-k+1)(W-k+1)
+    positions, F filters. Why: a Connect Four line of four fits in a 4 x 4 square, so one such filter sees a
+    whole threat wherever it is on the board, where an MLP must learn each place separately
+    (docs/RESULTS.md, "Connect Four: a board convolution"). Run as a gather of every position's k*k*C cells
+    and one batched matrix product, which numpy repeats for acting (models/inference.py)."""
 
-    def __init__(self, n_agents, in_features, hidden, out_features, head_gain, head_bias=0.0, generator=None):
+    def __init__(self, n_agents: int, board: tuple[int, int, int], filters: int, kernel: int, generator=None):
+        super().__init__()
+        h, w, c = board
+        if not 1 <= kernel <= min(h, w):
+            raise ValueError(f"ppo.board_kernel={kernel}: a k x k window must fit the {h} x {w} board (1..{min(h, w)})")
+        idx = [[((r + dr) * w + (q + dq)) * c + ch for dr in range(kernel) for dq in range(kernel) for ch in range(c)]
+               for r in range(h - kernel + 1) for q in range(w - kernel + 1)]
+        self.register_buffer("index", torch.tensor(idx), persistent=False)   # [P, k*k*C], rebuilt from the spec
+        self.linear = StackedLinear(n_agents, kernel * kernel * c, filters, math.sqrt(2), generator=generator)
+        self.out_features = len(idx) * filters
+
+    def forward(self, x: torch.Tensor, sel=slice(None)) -> torch.Tensor:
+        n, b = x.shape[:2]
+        patches = x[..., self.index].reshape(n, b * self.index.shape[0], -1)   # [N, B*P, k*k*C]
+        return torch.relu(self.linear(patches, sel)).reshape(n, b, -1)
+
+
+class StackedMLP(nn.Sequential):
+    """Linear-tanh-linear-tanh-linear, stacked over agents (parameter names like `policy.0.weight`); with
+    `board` = (board_shape, filters, kernel) a StackedBoardConv reads the observation first."""
+
+    def __init__(self, n_agents, in_features, hidden, out_features, head_gain, head_bias=0.0, generator=None,
+                 board=None):
         g = math.sqrt(2)
+        first = []
+        if board is not None:
+            first = [StackedBoardConv(n_agents, *board, generator=generator)]
+            in_features = first[0].out_features
         super().__init__(
+            *first,
             StackedLinear(n_agents, in_features, hidden, g, generator=generator), nn.Tanh(),
             StackedLinear(n_agents, hidden, hidden, g, generator=generator), nn.Tanh(),
             StackedLinear(n_agents, hidden, out_features, head_gain, head_bias, generator=generator))
@@ -84,7 +116,10 @@ class StackedMLP(nn.Sequential):
         """`cols` restricts the last layer's outputs (see StackedLinear)."""
         last = len(self) - 1
         for i, layer in enumerate(self):
-            x = layer(x, sel, cols if i == last else None) if isinstance(layer, StackedLinear) else layer(x)
+            if isinstance(layer, StackedLinear):
+                x = layer(x, sel, cols if i == last else None)
+            else:
+                x = layer(x, sel) if isinstance(layer, StackedBoardConv) else layer(x)
         return x
 
 
@@ -185,14 +220,15 @@ class StackedNets(nn.Module, ABC):
 
 
 class AgentNets(StackedNets):
-    """Per agent: policy, value, mask and mask value. Flat observations use four separate MLPs; image
+    """Per agent: policy, value, mask and mask value. Flat observations use four separate MLPs (each with its
+    own StackedBoardConv first when `board` = (board_shape, filters, kernel) is given); image
     observations (`image_shape` = (C, H, W)) use two Nature-CNN torsos, one shared by the policy and its
     critic (as in CleanRL's ppo_atari) and one by the mask and its critic, with linear heads.
     `action_features` (a table [n_actions, F], flat observations only) selects the features policy head."""
 
     def __init__(self, n_agents: int, obs_dim: int, n_actions: int, hidden: int = 64,
                  mask_init_bias: float = 0.0, seed: int | None = None, image_shape: tuple | None = None,
-                 action_features: np.ndarray | None = None):
+                 action_features: np.ndarray | None = None, board: tuple | None = None):
         super().__init__()
         self.n_agents, self.obs_dim, self.n_actions, self.hidden = n_agents, obs_dim, n_actions, hidden
         self.image_shape = tuple(image_shape) if image_shape else None
@@ -218,10 +254,10 @@ class AgentNets(StackedNets):
             self.mask_value = StackedLinear(n_agents, 512, 1, 1.0, generator=gen)
             return
         policy_out = hidden if self.action_encoder is not None else n_actions
-        self.policy = StackedMLP(n_agents, obs_dim, hidden, policy_out, 0.01, generator=gen)
-        self.value = StackedMLP(n_agents, obs_dim, hidden, 1, 1.0, generator=gen)
-        self.mask = StackedMLP(n_agents, obs_dim, hidden, 1, 0.01, mask_init_bias, generator=gen)
-        self.mask_value = StackedMLP(n_agents, obs_dim, hidden, 1, 1.0, generator=gen)
+        self.policy = StackedMLP(n_agents, obs_dim, hidden, policy_out, 0.01, generator=gen, board=board)
+        self.value = StackedMLP(n_agents, obs_dim, hidden, 1, 1.0, generator=gen, board=board)
+        self.mask = StackedMLP(n_agents, obs_dim, hidden, 1, 0.01, mask_init_bias, generator=gen, board=board)
+        self.mask_value = StackedMLP(n_agents, obs_dim, hidden, 1, 1.0, generator=gen, board=board)
 
     def policy_parameters(self) -> list[nn.Parameter]:
         """What the policy loss trains: the policy and its critic, their shared torso, the action encoder."""
@@ -291,11 +327,18 @@ def image_shape(spec) -> tuple[int, int, int] | None:
 
 
 def nets_for(spec, hidden: int, n_agents: int, mask_init_bias: float = 0.0, seed: int | None = None,
-             action_head: str = "dense") -> AgentNets:
+             action_head: str = "dense", board_filters: int = 0, board_kernel: int = 4) -> AgentNets:
     """The built-in networks for agents with `spec.obs_shape`: the CNN for images (`image_shape`), MLPs
-    otherwise; the "features" action head scores actions with the table the spec names (`spec.action_features`)."""
+    otherwise, after a board convolution of `board_filters` filters when that is > 0 (the spec must have a
+    `board_shape`); the "features" action head scores actions with the table the spec names (`spec.action_features`)."""
     if action_head not in ACTION_HEADS:
         raise ValueError(f"ppo.action_head={action_head!r}: allowed values are {', '.join(ACTION_HEADS)}")
+    board = None
+    if board_filters > 0:
+        if not spec.board_shape or image_shape(spec):
+            raise ValueError(f"ppo.board_filters={board_filters} needs an env whose observation is a board (H, W, C);"
+                             f" env {spec.name or '?'!r} has observations of shape {spec.obs_shape} (use 0)")
+        board = (spec.board_shape, board_filters, board_kernel)
     table = None
     if action_head == "features":
         if not spec.action_features:
@@ -304,16 +347,17 @@ def nets_for(spec, hidden: int, n_agents: int, mask_init_bias: float = 0.0, seed
         from magicmask.models.action_features import action_feature_table
         table = action_feature_table(spec.action_features)
     return AgentNets(n_agents, spec.obs_dim, spec.n_actions, hidden, mask_init_bias, seed,
-                     image_shape=image_shape(spec), action_features=table)
+                     image_shape=image_shape(spec), action_features=table, board=board)
 
 
 def build_nets(spec, ppo, mask, n_agents: int, seed: int | None = None) -> StackedNets:
     """The one place every role builds networks (learner, actor, explain): for `n_agents` agents with
     `spec.obs_shape`, your factory `ppo.network` when set (its output checked, models/custom_network.py),
-    else the built-in ones (`nets_for` with ppo.hidden, mask.init_bias and ppo.action_head)."""
+    else the built-in ones (`nets_for` with ppo.hidden, mask.init_bias, ppo.action_head and ppo.board_*)."""
     if ppo.network:
         return custom_nets(spec, ppo, mask, n_agents, seed)
-    return nets_for(spec, ppo.hidden, n_agents, mask.init_bias, seed, ppo.action_head)
+    return nets_for(spec, ppo.hidden, n_agents, mask.init_bias, seed, ppo.action_head, ppo.board_filters,
+                    ppo.board_kernel)
 
 
 def group_nets(spec, ppo, mask, seed: int | None = None) -> list[tuple[list[int], StackedNets]]:

@@ -152,6 +152,11 @@ class PPOConfig:
     minibatches: int = opt(4, "Minibatches per pass.", ge=1)
     is_clip: float = opt(2.0, "Truncation bound of the importance weight pi_prox / mu (decoupled objective).", gt=0.0)
     hidden: int = opt(64, "Hidden units of every MLP (two layers).", ge=1, le=8192)
+    board_filters: int = opt(
+        0, "Envs whose observation is a board (connect4, PettingZoo board games): filters of one "
+        "board_kernel x board_kernel convolution (no padding, ReLU) that reads the board before each MLP "
+        "(docs/RESULTS.md, 'Connect Four: a board convolution'). 0: the MLPs read the flat observation.", ge=0, le=1024)
+    board_kernel: int = opt(4, "Side of the board convolution's square window (ppo.board_filters > 0).", ge=1, le=19)
     action_head: str = opt(
         "dense", "Policy head: dense (one logit per action id from the last hidden layer) or features (logit = "
         "<f(s), g(E[a])>, scoring each action by the env's fixed action-feature table E; only for envs that have "

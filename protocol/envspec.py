@@ -1,6 +1,7 @@
 """What every process must agree on about an environment, so receivers can validate array shapes."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 
 from magicmask.protocol.errors import ConfigError
@@ -40,6 +41,9 @@ class EnvSpec:
     reader of this convention is `models.networks.image_shape`).
     `action_features` names a fixed per-action feature table (learner/action_features.py) that the
     "features" policy head scores actions with; "" when the env has none.
+    `board_shape` (H, W, C) says that the flat observation is a board of H x W cells with C planes, flattened
+    in that order (PettingZoo's board games, e.g. Connect Four's (6, 7, 2)); `ppo.board_filters` reads it with
+    a convolution. () when the observation is not a board.
     """
     obs_shape: tuple[int, ...]
     obs_dtype: str          # numpy dtype name, e.g. "float32" or "uint8"; the same for every agent
@@ -49,9 +53,14 @@ class EnvSpec:
     name: str = ""
     agent_obs_shapes: tuple[tuple[int, ...], ...] | None = None
     action_features: str = ""
+    board_shape: tuple[int, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "obs_shape", tuple(int(d) for d in self.obs_shape))
+        object.__setattr__(self, "board_shape", tuple(int(d) for d in self.board_shape))
+        if self.board_shape and (len(self.board_shape) != 3 or math.prod(self.board_shape) != self.obs_dim):
+            raise ValueError(f"EnvSpec.board_shape={self.board_shape}: (H, W, C) with H*W*C = the observation's "
+                             f"{self.obs_dim} values")
         shapes = self.agent_obs_shapes
         if shapes is None:
             return
@@ -96,10 +105,14 @@ class EnvSpec:
             d["agent_obs_shapes"] = [list(s) for s in self.agent_obs_shapes]
         if not self.action_features:
             del d["action_features"]
+        if self.board_shape:
+            d["board_shape"] = list(self.board_shape)
+        else:
+            del d["board_shape"]   # absent when not a board: such specs serialise as before
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "EnvSpec":
         shapes = d.get("agent_obs_shapes")
-        return cls(**{**d, "obs_shape": tuple(d["obs_shape"]),
+        return cls(**{**d, "obs_shape": tuple(d["obs_shape"]), "board_shape": tuple(d.get("board_shape", ())),
                       "agent_obs_shapes": None if shapes is None else tuple(tuple(s) for s in shapes)})

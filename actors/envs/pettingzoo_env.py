@@ -89,9 +89,12 @@ class _PettingZooBase(AgentEnv):
             self.n_act[s], self.act_start[s] = int(sp.n), int(getattr(sp, "start", 0))
         self._images = {s: image_shape(env.observation_space(s)) for s in self.seats}
         mine = self._images[self.seat]
-        shape = mine or (max(1, math.prod(_obs_space(env.observation_space(self.seat)).shape or ())),)
+        raw_shape = tuple(_obs_space(env.observation_space(self.seat)).shape or ())
+        shape = mine or (max(1, math.prod(raw_shape)),)
+        board = raw_shape if not mine and len(raw_shape) == 3 else ()   # a board game's (H, W, C) planes
         self.spec = EnvSpec(obs_shape=shape, obs_dtype="uint8" if mine else "float32",
-                            n_actions=self.n_act[self.seat], n_agents=int(n_agents), shared_world=True, name=name)
+                            n_actions=self.n_act[self.seat], n_agents=int(n_agents), shared_world=True, name=name,
+                            board_shape=board)
         self._reports_critical = False
 
     def _convert(self, seat: str, raw, info=None) -> tuple[np.ndarray, np.ndarray]:

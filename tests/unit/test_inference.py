@@ -61,3 +61,37 @@ def test_images_and_wrong_shapes():
         inference(AgentNets(2, 4 * 36 * 36, 3, 8, image_shape=(4, 36, 36)))
     with pytest.raises(ValueError, match="5 features once flattened, the nets expect 6"):
         inference(AgentNets(1, 6, 3, 8)).forward(np.zeros((1, 5), np.float32))
+
+
+def test_board_convolution_is_a_convolution_and_numpy_matches_it():
+    """ppo.board_filters: each network reads the (H, W, C) board with one k x k convolution (no padding, ReLU)
+    before its MLP: the same numbers as torch's conv2d on the board's planes, and the numpy path agrees."""
+    board = (6, 7, 2)
+    nets = AgentNets(2, 84, 7, 16, seed=3, board=(board, 8, 4))
+    obs = np.random.default_rng(4).integers(0, 2, size=(5, 84)).astype(np.float32)
+    conv = nets.policy[0]
+    x = torch.as_tensor(obs)
+    w = conv.linear.weight[1].T.reshape(8, 4, 4, 2).permute(0, 3, 1, 2)          # [F, C, k, k]
+    planes = x.reshape(5, *board).permute(0, 3, 1, 2)                            # [B, C, H, W]
+    want = torch.relu(torch.nn.functional.conv2d(planes, w, conv.linear.bias[1, 0]))  # [B, F, 3, 4]
+    with torch.no_grad():
+        got = conv(x[None].expand(2, 5, 84), torch.tensor([0, 1]))[1]
+    np.testing.assert_allclose(got.numpy(), want.detach().permute(0, 2, 3, 1).reshape(5, -1).numpy(), atol=1e-5)
+    fast = inference(nets, 1)
+    assert isinstance(fast, NumpyNets)
+    for got, want in zip(fast.forward(obs), _torch_outputs(nets, 1, obs)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fast.logits(obs), _torch_outputs(nets, 1, obs)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_board_convolution_needs_a_board():
+    from types import SimpleNamespace
+
+    from magicmask.models.networks import nets_for
+    flat = SimpleNamespace(obs_shape=(12,), obs_dim=12, n_actions=3, board_shape=(), name="gates", action_features="")
+    with pytest.raises(ValueError, match=r"ppo.board_filters=8 needs an env whose observation is a board.*'gates'"):
+        nets_for(flat, 16, 1, board_filters=8)
+    small = SimpleNamespace(**{**vars(flat), "obs_shape": (12,), "board_shape": (2, 3, 2), "name": "tiny"})
+    with pytest.raises(ValueError, match=r"ppo.board_kernel=4: a k x k window must fit the 2 x 3 board"):
+        nets_for(small, 16, 1, board_filters=8, board_kernel=4)
+    assert nets_for(small, 16, 1, board_filters=8, board_kernel=2).policy[0].out_features == 2 * 8

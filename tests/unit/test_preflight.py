@@ -73,3 +73,16 @@ def test_a_disk_with_less_room_than_run_min_free_mb_is_refused(tmp_path, monkeyp
         check_run_dir(tmp_path / "run", 100)
     assert "its disk has 5.0 MiB free, less than run.min_free_mb=100" in str(e.value)
     check_run_dir(tmp_path / "run", 5)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("ppo.board_filters=8", r"ppo.board_filters=8 needs an env whose observation is a board"),
+    ("ppo.action_head=features", r"ppo.action_head='features' needs an env with action features")])
+def test_networks_that_do_not_fit_the_env_are_refused_before_any_process_starts(tmp_path, override, message):
+    """`magicmask run` builds one agent's networks before starting anything: a setting the env cannot take
+    is a config error naming it, and the run directory is never made."""
+    from magicmask.api import train
+    cfg = C.load(overrides=["env.name=gates", override], environ={})
+    with pytest.raises(C.ConfigError, match=message):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,75 @@
+"""`magicmask strength RUN_DIR`: how well a trained run's agents play, against the env's built-in players.
+
+Each agent's greedy policy (the run's latest checkpoint, or --checkpoint) plays `games` games against each
+opponent, first in even games and second in odd ones (`evaluate_vs`); the win share comes with its 95% Wilson
+score interval (binomial: it stays inside [0, 1] where a normal interval would not), per agent and pooled over
+the agents. Written to RUN_DIR/strength.json and printed as a table. The numbers the actors log during training
+(vs_lookahead_win, vs_search2_win) use 50 games at a time and only those two players; this is the measurement
+for a finished run, e.g. the search:4 goal of deploy/configs/connect4-strong.yaml.
+
+Only envs with built-in players and a game loop for them (connect4) are supported; others get a clear error.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from magicmask.protocol.errors import ConfigError
+
+Z95 = 1.959963984540054
+
+
+def wilson(wins: int, n: int, z: float = Z95) -> list[float]:
+    """The Wilson score interval of a binomial share wins / n; [0, 1] for n = 0."""
+    if n <= 0:
+        return [0.0, 1.0]
+    p = wins / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def measure(run_dir: str | Path, opponents: list[str], games: int, seed: int = 0,
+            checkpoint: str | Path | None = None) -> dict:
+    """{"version", "games", "opponents": {name: {"agents": [{win, loss, draw, win_ci}], "pooled": {...}}}}."""
+    from magicmask.explain.episodes import load_run
+    run = load_run(run_dir, checkpoint)
+    if run.cfg.env.name != "connect4":
+        raise ConfigError(f"env {run.cfg.env.name!r} has no built-in players to play against "
+                          f"(connect4 has: lookahead, search:<depth>, random)")
+    from magicmask.actors.envs.connect4 import builtin_player, evaluate_vs
+    if games < 1:
+        raise ConfigError(f"--games {games}: at least 1")
+    players = {}
+    for name in opponents:
+        try:
+            players[name] = builtin_player(name)
+        except ValueError as e:
+            raise ConfigError(f"--opponents: {e}") from e
+    out = {"version": run.version, "games": games, "seed": seed, "opponents": {}}
+    for k, (name, player) in enumerate(players.items()):
+        rows = []
+        for agent, policy in enumerate(run.policies):
+            res = evaluate_vs(policy.greedy, player, games, seed + 1_000_003 * k + 7919 * agent)
+            wins = round(res["win"] * games)
+            rows.append({**res, "win_ci": wilson(wins, games)})
+        total = games * len(rows)
+        wins = sum(round(r["win"] * games) for r in rows)
+        pooled = {key: sum(r[key] for r in rows) / len(rows) for key in ("win", "loss", "draw")}
+        out["opponents"][name] = {"agents": rows, "pooled": {**pooled, "win_ci": wilson(wins, total)}}
+    Path(run_dir, "strength.json").write_text(json.dumps(out, indent=1))
+    return out
+
+
+def table(result: dict) -> str:
+    """A markdown table: one row per opponent, the pooled win share with its interval, then each agent's."""
+    n_agents = len(next(iter(result["opponents"].values()))["agents"]) if result["opponents"] else 0
+    head = "| opponent | all agents: win [95% CI] | " + " | ".join(f"agent {i}" for i in range(n_agents)) + " |"
+    lines = [f"checkpoint version {result['version']}, {result['games']} games per agent and opponent "
+             f"(half of them as the first player)", "", head, "|" + "---|" * (n_agents + 2)]
+    for name, r in result["opponents"].items():
+        lo, hi = r["pooled"]["win_ci"]
+        cells = [f"{a['win']:.2f}" for a in r["agents"]]
+        lines.append(f"| {name} | {r['pooled']['win']:.3f} [{lo:.3f}, {hi:.3f}] | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
