@@ -6,8 +6,10 @@ Rules:
   learner from the run's latest checkpoint (`learner.resume_if_checkpoint`: weights, versions and env steps
   continue from it; the updates made after it are lost and their metrics.jsonl rows dropped), the broker with
   an empty buffer that the actors' next reports refill (docs/DEPLOY.md, "Restarts", has the measurement).
-- Each restart of a process waits twice as long as its previous one (0.5 s, 1 s, 2 s, ... at most 30 s), and
-  a process is restarted at most `run.max_restarts` times (actors: `run.max_actor_restarts` when an old config
+- Each restart of a process waits twice as long as its previous one (0.5 s, 1 s, 2 s, ... at most 30 s), back
+  to 0.5 s once it had run STABLE_S (60 s) before dying (so a process killed now and then in a long run is
+  not kept waiting 30 s for its crashes of long ago), and a process is restarted at most `run.max_restarts`
+  times (actors: `run.max_actor_restarts` when an old config
   sets it); one more death stops the run and shows its log tail.
 - A broker or actor that exits with status 0 was told the run is over (the learner's Stop) and is left alone.
 - The run ends when the learner exits with status 0 (every agent reached `run.total_steps`). Ctrl-C or
@@ -31,7 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from magicmask.protocol.config import Config
 
 
-BACKOFF_S, BACKOFF_MAX_S = 0.5, 30.0
+BACKOFF_S, BACKOFF_MAX_S, STABLE_S = 0.5, 30.0, 60.0
 
 
 @dataclass
@@ -45,10 +47,16 @@ class Child:
     restarts: int = 0
     started: list[float] = field(default_factory=list)
     due: float | None = None       # monotonic time of a scheduled restart
+    streak: int = 0                # restarts since the process last ran STABLE_S or longer
 
-    def backoff(self) -> float:
-        """Seconds before the next restart: doubled after each one, capped."""
-        return min(BACKOFF_S * 2 ** self.restarts, BACKOFF_MAX_S)
+    def backoff(self, ran_s: float) -> float:
+        """Seconds before the next restart of a process that died after running `ran_s` seconds: doubled after
+        each restart in a streak of short lives, capped; a life of STABLE_S or more ends the streak."""
+        if ran_s >= STABLE_S:
+            self.streak = 0
+        wait = min(BACKOFF_S * 2 ** self.streak, BACKOFF_MAX_S)
+        self.streak += 1
+        return wait
 
 
 def tail(path: Path, n: int = 30) -> str:
@@ -255,7 +263,7 @@ class Supervisor:
             if c.restarts >= c.max_restarts:
                 return self._failed(c, f"its restart budget is spent ({c.restarts} of {c.max_restarts}, "
                                        f"{c.budget_field})")
-            wait = c.backoff()
+            wait = c.backoff(time.time() - c.started[-1])
             c.restarts += 1
             c.due = now + wait
             print(f"{c.name} exited with {rc}; restarting in {wait:.1f} s ({c.restarts}/{c.max_restarts})",

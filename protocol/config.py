@@ -46,7 +46,7 @@ class RunConfig:
     max_restarts: int = opt(
         5, "Restarts of one process (the broker, the learner or an actor) by `magicmask run`'s supervisor before "
         "the run stops. Each restart of a process waits twice as long as its last (0.5 s, 1 s, 2 s, ... at most "
-        "30 s), so a process that cannot start does not spin.", ge=0)
+        "30 s; 0.5 s again after a life of 60 s or more), so a process that cannot start does not spin.", ge=0)
     max_actor_restarts: int = opt(
         -1, "The old name of run.max_restarts, for actors only: kept so that config files that set it still "
         "load and mean what they meant. -1: run.max_restarts applies to actors too.", ge=-1)

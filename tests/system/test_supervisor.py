@@ -152,7 +152,8 @@ def test_killed_broker_and_learner_are_restarted_and_the_run_completes(tmp_path)
 
 def test_restart_budgets_and_backoff(tmp_path):
     """run.max_restarts covers every process; an old config's run.max_actor_restarts still sets the actors'
-    budget. Each restart of a process waits twice as long as its last, at most 30 s."""
+    budget. Each restart of a process waits twice as long as its last, at most 30 s, and 0.5 s again after a
+    life of 60 s or more."""
     from magicmask.supervisor import Supervisor
     old = tmp_path / "old.yaml"
     old.write_text("run:\n  agents: 2\n  max_actor_restarts: 2\n  max_restarts: 7\n")
@@ -163,7 +164,6 @@ def test_restart_budgets_and_backoff(tmp_path):
     cfg = C.load(overrides=["run.agents=1"], environ={})
     child = Supervisor(cfg, tmp_path, old).children[2]
     assert child.max_restarts == cfg.run.max_restarts == 5
-    waits = []
-    for child.restarts in range(9):
-        waits.append(child.backoff())
+    waits = [child.backoff(1.0) for _ in range(9)]
     assert waits == [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
+    assert [child.backoff(s) for s in (60.0, 5.0, 5.0, 120.0)] == [0.5, 1, 2, 0.5]
