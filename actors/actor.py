@@ -97,6 +97,8 @@ class Actor:
                 if self.should_stop():
                     break
                 arrays = self.collect(obs, legal, pos)
+                if arrays is None:   # told to stop in the middle of the fragment
+                    break
                 self.fragments += 1
                 self.send_fragment(arrays, self.maybe_evaluate())
         finally:
@@ -193,14 +195,18 @@ class Actor:
         state = [self.reset_copy(c) for c in range(self.cfg.env.copies)]
         return [s[0] for s in state], [s[1] for s in state]
 
-    def collect(self, obs: list, legal: list, pos: np.ndarray) -> dict:
+    def collect(self, obs: list, legal: list, pos: np.ndarray) -> dict | None:
         """One fragment: T steps of every copy (CleanRL's rollout loop). obs, legal and pos carry over to the
         next fragment: they are updated in place. Each step's observations and legal sets go straight into
-        the fragment's row, which the policy then acts on (no stacking per step)."""
+        the fragment's row, which the policy then acts on (no stacking per step). None when told to stop
+        before the fragment was full (a long fragment would otherwise outlast the supervisor's 4 s grace);
+        the partial fragment is not sent."""
         E = self.cfg.env.copies
         buf = FragmentBuffer(self.spec, self.cfg.actor.fragment_len, E)
         rows_obs, rows_legal = buf.arrays["obs"], buf.arrays["legal"]
         for t in range(buf.T):
+            if self.should_stop():
+                return None
             rows_obs[t], rows_legal[t] = obs, legal
             keys, m, actions = self.act(buf, t)
             self.window.add(keys, m, self.t, pos)

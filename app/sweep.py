@@ -60,13 +60,14 @@ def run_dir(out: Path, cell: list[str], seed: int) -> Path:
 METRICS_BLOCK = 2 + 256   # metrics ports of a run: broker, learner, and one per agent up to run.agents' maximum
 
 
-def train_command(config: Path, rd: Path, seed: int, cell: list[str], overrides) -> list[str]:
+def train_command(config: Path, rd: Path, seed: int, cell: list[str], overrides, seed_fields=()) -> list[str]:
     """The `magicmask run` of one (cell, seed) on free ports; the seed varies training and the explainers' own
-    randomness alike (baseline training, random windows)."""
+    randomness alike (baseline training, random windows), and every config field of `seed_fields` too (the
+    communication study's comm.seed)."""
     ports, metrics = free_run_ports(len(C.PORT_FIELDS), METRICS_BLOCK)
     cmd = [sys.executable, "-m", "magicmask.cli", "run", "--config", str(config), "--run-dir", str(rd)]
-    for o in [f"run.seed={seed}", f"explain.seed={seed}", "run.progress=false", *cell, *overrides,
-              *C.port_overrides(ports, metrics_port=metrics)]:
+    for o in [f"run.seed={seed}", f"explain.seed={seed}", *(f"{f}={seed}" for f in seed_fields),
+              "run.progress=false", *cell, *overrides, *C.port_overrides(ports, metrics_port=metrics)]:
         cmd += ["--set", o]
     return cmd
 
@@ -95,10 +96,11 @@ def _train(cmd: list[str], rd: Path, timeout: float | None) -> None:
 
 
 def run_sweep(config: str, seeds: list[int], grid_items, out, overrides=(), reuse: bool = False,
-              dry_run: bool = False, log=print, timeout: float | None = None) -> Path:
+              dry_run: bool = False, log=print, timeout: float | None = None, seed_fields=()) -> Path:
     """Train, explain and tabulate every (cell, seed) into `out` (dry_run: print the training commands only).
     `config`: a YAML file or a preset name. Every cell's config is loaded before anything runs, so a bad grid
-    value fails at once, naming the field."""
+    value fails at once, naming the field. `seed_fields`: config fields set to each run's seed besides
+    run.seed and explain.seed."""
     path, out = resolve_config(config), Path(out).resolve()
     grid = parse_grid(grid_items)
     cells = grid_cells(grid)
@@ -107,7 +109,7 @@ def run_sweep(config: str, seeds: list[int], grid_items, out, overrides=(), reus
     if dry_run:
         for cell in cells:
             for s in seeds:
-                log(" ".join(train_command(path, run_dir(out, cell, s), s, cell, overrides)))
+                log(" ".join(train_command(path, run_dir(out, cell, s), s, cell, overrides, seed_fields)))
         return out
     all_rows = []
     for cell in cells:
@@ -118,7 +120,7 @@ def run_sweep(config: str, seeds: list[int], grid_items, out, overrides=(), reus
                 log(f"sweep: [{label}] seed {s}: reusing {rd}")
                 continue
             log(f"sweep: [{label}] seed {s}: training in {rd}")
-            _train(train_command(path, rd, s, cell, overrides), rd, timeout)
+            _train(train_command(path, rd, s, cell, overrides, seed_fields), rd, timeout)
         entries = explain_runs([run_dir(out, cell, s) for s in seeds], reuse, (), log, report=False)
         write_compare(entries, out / "runs" / safe_name(label), f"Comparison of explainers, {label}")
         all_rows += [{"cell": label, **r} for r in aggregate(entries)]

@@ -59,10 +59,14 @@ class _Pending:
         return (self.release, self.order) < (other.release, other.order)
 
 
+LINK_STREAM = 0x11AC   # a tag in every link's seed: no other generator of a run is seeded with it
+
+
 class _Link:
     def __init__(self, seed: int, link: tuple[int, int], loss: float):
-        # SeedSequence entropy must be non-negative: shift ids by 1 (broker -1 -> 0).
-        self.rng = np.random.default_rng([int(seed), link[0] + 1, link[1] + 1])
+        # SeedSequence entropy must be non-negative: shift ids by 1 (broker -1 -> 0). LINK_STREAM keeps these
+        # streams apart from the actors' ([run.seed, agent, restart]) when comm.seed = run.seed (the study's default)
+        self.rng = np.random.default_rng([int(seed), LINK_STREAM, link[0] + 1, link[1] + 1])
         self.bad = bool(self.rng.random() < loss)  # start in the stationary distribution
         self.free_at = -math.inf
         self.queue: deque[_Pending] = deque()  # submit order; entries no longer alive are skipped

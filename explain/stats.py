@@ -76,3 +76,17 @@ def t_interval(values, level: float = 0.95) -> list[float]:
         return [float("nan"), float("nan")]
     half = float(t.ppf(0.5 + level / 2, len(a) - 1)) * float(a.std(ddof=1)) / math.sqrt(len(a))
     return [float(a.mean() - half), float(a.mean() + half)]
+
+
+def fmt_interval(value: float, ci, n: int) -> str:
+    """'value [lo, hi]': a mean or a difference with its 95% interval ('–' when n is 0 or the value is missing;
+    the value alone without a finite interval). Numbers as in fmt_mean_sd: whole from 100 up, else 3
+    significant figures; floating-point noise (below 1e-9 of the largest number shown) as 0."""
+    if n == 0 or not math.isfinite(value):
+        return "–"
+    shown = [value, *(float(v) for v in ci)]
+    if not all(math.isfinite(v) for v in shown):
+        shown = [value]
+    tiny = 1e-9 * max(1.0, *(abs(v) for v in shown))
+    text = [f"{v:.0f}" if abs(v) >= 100 else f"{0.0 if abs(v) < tiny else v:.3g}" for v in shown]
+    return text[0] + (f" [{text[1]}, {text[2]}]" if len(text) == 3 else "")

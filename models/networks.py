@@ -91,7 +91,7 @@ class StackedBoardConv(nn.Module):
 
     def forward(self, x: torch.Tensor, sel=slice(None)) -> torch.Tensor:
         n, b = x.shape[:2]
-        patches = x[..., self.index].reshape(n, b * self.index.shape[0], -1)   # [N, B*P, k*k*C]
+        patches = x.index_select(-1, self.index.flatten()).reshape(n, b * self.index.shape[0], -1)  # [N, B*P, k*k*C]
         return torch.relu(self.linear(patches, sel)).reshape(n, b, -1)
 
 

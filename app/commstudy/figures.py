@@ -1,5 +1,6 @@
-"""The study's three figures as PNG bytes: the learning and explanation quantities per cell, the channel's,
-and the team's evaluation curves per axis. Matplotlib's object API (no pyplot state), imported on first use."""
+"""The study's four figures as PNG bytes: the learning and explanation quantities per cell, the channel's, the
+team's evaluation curves per axis, and the effects relative to the baseline against latency and loss.
+Matplotlib's object API (no pyplot state), imported on first use."""
 from __future__ import annotations
 
 import io
@@ -16,6 +17,12 @@ AXIS_COLOURS = {"baseline": "#333333", "nocomm": "#7f7f7f", "latency": "#1f77b4"
                 "burst": "#ff7f0e", "bandwidth": "#2ca02c", "topology": "#9467bd"}
 LINE_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#17becf", "#8c564b", "#e377c2", "#bcbd22")
 LOG_SCALED = ("age_at_use_s", "age_at_use_steps", "delay_s")   # when their cells span more than 20x
+EFFECT_METRICS = ("steps_to_target", "steps_to_target_masked", "final_return", "fidelity_k10",
+                  "inter_agent_fidelity")
+# The effect figure's rows: (x axis, its label, the series: axis of the cells, legend label, marker and line).
+EFFECT_ROWS = (("latency", "latency (ms, log scale)", (("latency", "latency", "o-"),)),
+               ("loss", "loss probability (stationary rate)", (("loss", "iid loss", "o-"),
+                                                               ("burst", "bursty loss", "s--"))))
 
 
 def _figure(w: float, h: float):
@@ -110,9 +117,63 @@ def curves(study: Study, runs: list[RunData], target: float | None) -> bytes:
     return _png(fig)
 
 
-def draw(study: Study, rows: list[dict], per_run: list[tuple[RunData, dict]],
+def _effect_series(ax, effects: list[dict], axis: str, m: str, label: str, fmt: str) -> bool:
+    """One axis's cells of one metric: the effect at each axis value, its 95% interval as the bar (none below 2
+    pairs). False when no cell of the axis has the quantity."""
+    pts = sorted(((float(e["value"]), e) for e in effects if e["axis"] == axis and e["metric"] == m and e["n"]),
+                 key=lambda p: p[0])
+    if not pts:
+        return False
+    x = [v for v, _ in pts]
+    y = [e["diff"] for _, e in pts]
+    err = np.nan_to_num([[e["diff"] - e["lo"] for _, e in pts], [e["hi"] - e["diff"] for _, e in pts]])
+    ax.errorbar(x, y, yerr=err, fmt=fmt, ms=4, lw=1.0, capsize=3, color=AXIS_COLOURS[axis], label=label)
+    return True
+
+
+def _nocomm_band(ax, effects: list[dict], m: str) -> None:
+    """NoComm's effect of the metric as a dotted line, its 95% interval as a grey band (the reference)."""
+    e = next((e for e in effects if e["axis"] == "nocomm" and e["metric"] == m and e["n"]), None)
+    if e is None:
+        return
+    ax.axhline(e["diff"], color="#7f7f7f", ls=":", lw=1.2, label="NoComm")
+    if math.isfinite(e["lo"]) and math.isfinite(e["hi"]):
+        ax.axhspan(e["lo"], e["hi"], color="#7f7f7f", alpha=0.15, lw=0)
+
+
+def effects_figure(effects: list[dict]) -> bytes:
+    """Rows: latency and loss (iid and bursty as two series); per metric a column: the effect cell - baseline
+    (paired over the seeds both have) against the axis value, bar = 95% interval; dashed: no effect (the
+    baseline), dotted line and grey band: NoComm's effect and interval. A panel without cells says so."""
+    fig = _figure(3.0 * len(EFFECT_METRICS), 6.2)
+    for i, (name, xlabel, series) in enumerate(EFFECT_ROWS):
+        legend = False   # once per row, in its first panel with something drawn
+        for j, m in enumerate(EFFECT_METRICS):
+            ax = fig.add_subplot(len(EFFECT_ROWS), len(EFFECT_METRICS), i * len(EFFECT_METRICS) + j + 1)
+            ax.axhline(0.0, color="black", ls="--", lw=0.8)
+            _nocomm_band(ax, effects, m)
+            drawn = [_effect_series(ax, effects, axis, m, *spec) for axis, *spec in series]
+            if not any(drawn):
+                ax.text(0.5, 0.5, f"no {name} cell has it", ha="center", va="center", fontsize=8, color="#999999",
+                        transform=ax.transAxes)
+            elif name == "latency":
+                ax.set_xscale("log")
+            if not legend and ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=6, loc="best")
+                legend = True
+            ax.set_title(m, fontsize=9)
+            ax.set_xlabel(xlabel, fontsize=8)
+            if j == 0:
+                ax.set_ylabel("cell - baseline", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def draw(study: Study, rows: list[dict], per_run: list[tuple[RunData, dict]], effects: list[dict],
          target: float | None) -> dict[str, bytes]:
-    """The three figures by file stem (img/<stem>.png)."""
+    """The four figures by file stem (img/<stem>.png)."""
     runs = [r for r, _ in per_run]
     return {"commstudy-learning": dots(rows, per_run, LEARNING), "commstudy-channel": dots(rows, per_run, CHANNEL),
-            "commstudy-curves": curves(study, runs, target)}
+            "commstudy-curves": curves(study, runs, target), "commstudy-effects": effects_figure(effects)}

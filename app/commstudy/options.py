@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from magicmask.commstudy.grid import AXES, StudyError, build_grid, parse_values
-from magicmask.commstudy.plan import Study, check_cells
+from magicmask.commstudy.plan import COMM_SEEDS, Study, check_cells
 from magicmask.config_file import resolve_config
 from magicmask.protocol import config as C
 
@@ -46,6 +46,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "x the highest evaluation return any agent of the study reached (default auto)")
     p.add_argument("--target-fraction", type=float, default=0.9,
                    help="the fraction of the auto target (default 0.9)")
+    p.add_argument("--comm-seed", choices=tuple(COMM_SEEDS), default="per-seed",
+                   help="where the channel's randomness (comm.seed: which messages are lost, the random-k graph) "
+                        "comes from. per-seed: comm.seed = run.seed, so each seed has its own loss pattern and a "
+                        "seed has the same one in every cell (it replaces the config's comm.seed); fixed: the "
+                        "config's comm.seed for every seed, one loss pattern for all (default per-seed)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override a config field of every run, e.g. --set run.total_steps=20000 (repeatable)")
     p.add_argument("--reuse", action="store_true",
@@ -76,6 +81,14 @@ def _axis_values(args, axes: list[str]) -> dict[str, list[str]]:
     return values
 
 
+def _check_comm_seed(design: str, overrides: list[str]) -> None:
+    """Under per-seed each run sets comm.seed itself; a --set comm.seed would silently make it fixed."""
+    given = [o for o in overrides if o.split("=", 1)[0].strip() == "comm.seed"]
+    if design == "per-seed" and given:
+        raise StudyError(f"--set {given[0]}: --comm-seed per-seed sets comm.seed = run.seed in every run; allowed: "
+                         "--comm-seed fixed with it, or leave comm.seed out")
+
+
 def _target(text: str) -> float | None:
     if str(text).strip().lower() == "auto":
         return None
@@ -95,8 +108,9 @@ def study_from_args(args, argv=None) -> tuple[Study, C.Config]:
     if not 0.0 < args.target_fraction <= 1.0:
         raise StudyError(f"--target-fraction: {args.target_fraction!r} is out of range; allowed: (0, 1]")
     cells = build_grid(axes, values, args.jitter, args.random_k, args.nocomm)
+    _check_comm_seed(args.comm_seed, args.set)
     out = Path(args.out) if args.out else Path("runs") / f"commstudy-{time.strftime('%Y%m%d-%H%M%S')}"
     command = "magicmask " + shlex.join(argv) if argv else "magicmask.commstudy.main (from Python)"
     study = Study(str(resolve_config(args.config)), seeds, cells, out.resolve(), list(args.set), target,
-                  args.target_fraction, args.reuse, command)
+                  args.target_fraction, args.reuse, command, args.comm_seed)
     return study, check_cells(study)

@@ -1,7 +1,7 @@
 """What one run of the study left behind and the quantities computed from it: evaluation curves and the actors'
 channel figures (metrics.jsonl), the broker's rounds and drops (critical/snapshots.jsonl), explain's
 MAGIC-MASK metrics (report/metrics.json); then per run every quantity of METRICS and per cell their mean,
-sample sd and count. A quantity a run does not have is None, never filled in."""
+sample sd, count and 95% interval. A quantity a run does not have is None, never filled in."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ import numpy as np
 import yaml
 
 from magicmask.commstudy.grid import Cell
-from magicmask.explain.stats import mean_sd
+from magicmask.explain.stats import mean_sd, t_interval
 from magicmask.metrics_log import agent_records, number, read_jsonl
 
 
@@ -181,14 +181,17 @@ def run_metrics(run: RunData, target: float | None) -> dict[str, float | None]:
 
 
 def aggregate(cells: list[Cell], per_run: list[tuple[RunData, dict]]) -> list[dict]:
-    """One row per cell: for every metric its mean, sample std and the number of runs that have it."""
+    """One row per cell: for every metric its mean, sample std, the number of runs that have it and the 95%
+    Student-t interval of the mean over those runs (the seeds), NaN (an empty csv cell) below 2 runs."""
     rows = []
     for cell in cells:
         mine = [(r, m) for r, m in per_run if r.cell == cell.label]
         row = {"cell": cell.label, "axis": cell.axis, "value": cell.value, "runs": len(mine),
                "complete": sum(r.explain is not None for r, _ in mine)}
         for name in METRIC_NAMES:
-            mean, std, n = mean_sd([m[name] for _, m in mine])
+            vals = [m[name] for _, m in mine]
+            mean, std, n = mean_sd(vals)
             row[name], row[f"{name}_std"], row[f"{name}_n"] = (mean, std, n) if n else (None, None, 0)
+            row[f"{name}_ci_lo"], row[f"{name}_ci_hi"] = t_interval(vals)
         rows.append(row)
     return rows

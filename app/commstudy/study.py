@@ -1,6 +1,7 @@
 """Running a study and writing its folder: every (cell, seed) trained and explained through `magicmask sweep`'s
 run_sweep, one cell after the other (the runs share the machine's cores; parallel runs would only slow each
-other down and distort the timings); then the target, the quantities, the csv, md, html, img/ and study.json."""
+other down and distort the timings), each run's comm.seed as the study's design says; then the target, the
+quantities, the effects, the csv, md, html, img/ and study.json."""
 from __future__ import annotations
 
 import json
@@ -10,9 +11,10 @@ from pathlib import Path
 
 from magicmask.commstudy import figures
 from magicmask.commstudy.page import html_page
-from magicmask.commstudy.plan import Study
+from magicmask.commstudy.effects import effects
+from magicmask.commstudy.plan import Study, seed_fields
 from magicmask.commstudy.runs import RunData, aggregate, best_return, read_run, run_metrics
-from magicmask.commstudy.tables import CELL_COLUMNS, RUN_COLUMNS, markdown
+from magicmask.commstudy.tables import CELL_COLUMNS, EFFECT_COLUMNS, RUN_COLUMNS, markdown
 from magicmask.explain.tables import write_csv
 from magicmask.machine import machine_line
 from magicmask.sweep import run_dir, run_sweep, safe_name
@@ -29,22 +31,26 @@ def resolve_target(study: Study, runs: list[RunData]) -> tuple[float | None, str
 
 
 def write_outputs(study: Study, runs: list[RunData], meta: dict) -> list[dict]:
-    """Resolve the target, compute and aggregate every quantity, write the csv, md, html and img/ files."""
+    """Resolve the target, compute and aggregate every quantity and its effects, write the csv, md, html and
+    img/ files."""
     meta["target"], meta["target_basis"] = resolve_target(study, runs)
     per_run = [(r, run_metrics(r, meta["target"])) for r in runs]
     rows = aggregate(study.cells, per_run)
+    diffs = effects(study.cells, per_run)
     out = study.out
     (out / "img").mkdir(parents=True, exist_ok=True)
     write_csv(out / "commstudy_runs.csv", RUN_COLUMNS,
               [{"cell": r.cell, "seed": r.seed, "run_dir": str(r.run_dir), "error": r.error, **m} for r, m in per_run])
     write_csv(out / "commstudy.csv", CELL_COLUMNS, rows)
-    (out / "commstudy.md").write_text(markdown(study, rows, meta))
-    pngs = figures.draw(study, rows, per_run, meta["target"])
+    write_csv(out / "commstudy_effects.csv", EFFECT_COLUMNS, diffs)
+    (out / "commstudy.md").write_text(markdown(study, rows, diffs, meta))
+    pngs = figures.draw(study, rows, per_run, diffs, meta["target"])
     for stem, data in pngs.items():
         (out / "img" / f"{stem}.png").write_bytes(data)
-    (out / "index.html").write_text(html_page(study, rows, runs, meta, pngs), encoding="utf-8")
+    (out / "index.html").write_text(html_page(study, rows, diffs, runs, meta, pngs), encoding="utf-8")
     (out / "study.json").write_text(json.dumps({
         "command": meta["command"], "config": study.config, "seeds": study.seeds, "overrides": study.overrides,
+        "comm_seed": study.comm_seed,
         "cells": [{"label": c.label, "axis": c.axis, "value": c.value, "overrides": list(c.overrides)}
                   for c in study.cells],
         **{k: meta[k] for k in ("runs", "wall_s", "machine", "load_start", "load_end", "target", "target_basis")}},
@@ -67,7 +73,7 @@ def run_study(study: Study, log=print) -> Path:
         error = None
         try:
             run_sweep(study.config, study.seeds, [], cell_dir, [*study.overrides, *cell.overrides], study.reuse,
-                      log=log)
+                      log=log, seed_fields=seed_fields(study))
         except (RuntimeError, ValueError, OSError) as e:  # one broken cell must not take the study down
             error = f"{type(e).__name__}: {e}"
             log(f"commstudy: {cell.label}: FAILED: {error}")
@@ -78,6 +84,6 @@ def run_study(study: Study, log=print) -> Path:
     meta = {"command": study.command, "runs": total, "wall_s": time.monotonic() - t0, "machine": machine_line(),
             "load_start": load_start, "load_end": os.getloadavg()[0]}
     write_outputs(study, runs, meta)
-    log(f"commstudy: wrote {study.out / 'commstudy.csv'}, commstudy.md and index.html "
+    log(f"commstudy: wrote {study.out / 'commstudy.csv'}, commstudy_effects.csv, commstudy.md and index.html "
         f"({meta['wall_s'] / 60:.1f} min)")
     return study.out

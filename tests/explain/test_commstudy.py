@@ -1,6 +1,7 @@
 """`magicmask commstudy` (app/commstudy/): the one-factor-at-a-time grid and its validation, the per-run
 quantities and their aggregation on hand-made run directories (the formats the learner, the broker and
-`magicmask explain` write), and one real tiny study (2 cells, real processes) whose csv and HTML page are
+`magicmask explain` write), the 95% intervals per cell and the paired effects relative to the baseline, the
+comm.seed design each run gets, and one real tiny study (2 cells, real processes) whose csv and HTML page are
 checked: the channel figures must show the loss model's drops, and every embedded image must load."""
 import base64
 import csv
@@ -23,7 +24,9 @@ from magicmask.commstudy.grid import Cell, StudyError
 from magicmask.commstudy.options import DEFAULT_CONFIG, study_from_args
 from magicmask.commstudy.plan import Study
 from magicmask.commstudy.runs import METRIC_NAMES, aggregate, best_return, read_run, run_metrics
-from magicmask.commstudy.study import write_outputs
+from magicmask.commstudy.study import run_study, write_outputs
+from magicmask.commstudy.tables import EFFECT_COLUMNS
+from magicmask.sweep import run_sweep
 from magicmask.config_file import resolve_config
 from magicmask.protocol import config as C
 from tests.helpers import CHROMIUM, chromium
@@ -82,6 +85,7 @@ def test_full_grid_and_explicit_values():
     (["--axes", "loss", "--latency", "10"], ["--latency 10", "'latency' is not in --axes='loss'", "add it"]),
     (["--target-return", "high"], ["--target-return", "'high'", "auto or a number"]),
     (["--target-fraction", "1.5"], ["--target-fraction", "1.5", "(0, 1]"]),
+    (["--set", "comm.seed=3"], ["--set comm.seed=3", "--comm-seed per-seed", "--comm-seed fixed"]),
 ])
 def test_bad_option_names_the_field_value_and_allowed(argv, words):
     with pytest.raises(StudyError) as e:
@@ -105,6 +109,7 @@ def test_dry_run_prints_plan_and_estimate(tmp_path, capsys):
     assert cli_main(["commstudy", "--dry-run", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "11 cells x 3 seeds = 33 runs" in text and "comm.loss=0.5 comm.loss_model=bursty" in text
+    assert "comm.seed (per-seed): comm.seed = run.seed" in text
     est = float(re.search(r"idle 2-core machine: (\d+) min", text).group(1))
     assert 0 < est <= 30   # the default grid's budget (docs/COMMUNICATION.md has the basis)
     assert not out.exists()
@@ -227,6 +232,7 @@ def test_run_quantities_and_cell_aggregation(tmp_path):
     table = {r["cell"]: r for r in csv.DictReader((s.out / "commstudy.csv").open())}
     assert table["base"]["steps_to_target"] == "384" and table["base"]["steps_to_target_n"] == "1"
     assert table["nocomm"]["age_at_use_s"] == "" and table["broken"]["final_return"] == ""
+    assert table["base"]["steps_to_target_ci_lo"] == "" and table["base"]["fidelity_k10_ci_hi"] != ""   # n=1 / 2
     runs_csv = list(csv.DictReader((s.out / "commstudy_runs.csv").open()))
     assert [r["error"] for r in runs_csv][3].startswith("RuntimeError") and runs_csv[1]["steps_to_target"] == ""
     md = (s.out / "commstudy.md").read_text()
@@ -234,8 +240,8 @@ def test_run_quantities_and_cell_aggregation(tmp_path):
     assert "| broken | 0/1 | – |" in md
     study_json = json.loads((s.out / "study.json").read_text())
     assert study_json["target"] == pytest.approx(2.7) and study_json["wall_s"] == 61.0
-    check_page(s.out / "index.html", n_images=3)
-    for stem in ("learning", "channel", "curves"):
+    check_page(s.out / "index.html", n_images=4)
+    for stem in ("learning", "channel", "curves", "effects"):
         assert (s.out / "img" / f"commstudy-{stem}.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -267,6 +273,120 @@ def check_page(page: Path, n_images: int) -> None:
     assert broken.group(1) == "0" and re.search(r'data-images="(\d+)"', res.stdout).group(1) == str(n_images)
 
 
+# ---------------- intervals and effects relative to the baseline ----------------
+T975 = {1: 12.7062, 2: 4.30265}   # Student t quantile 0.975 by degrees of freedom (printed tables)
+
+
+def hand_interval(values):
+    a = np.asarray(values, float)
+    half = T975[len(a) - 1] * a.std(ddof=1) / math.sqrt(len(a))
+    return a.mean() - half, a.mean() + half
+
+
+def test_cell_intervals_and_paired_effects(tmp_path):
+    """Per cell the t interval of the mean; per cell and quantity the effect cell - baseline paired by seed: a
+    NoComm that is worse by 0.5 ± 0.1 on every seed excludes 0 (though the seeds' own spread is larger), a cell
+    that is not worse contains 0; the csv columns, the tables and the effects figure."""
+    base_fid = {0: 1.0, 1: 1.2, 2: 1.4}
+    shifts = {"nocomm": {0: -0.5, 1: -0.6, 2: -0.4}, "latency=100ms": {0: 0.3, 1: -0.2, 2: -0.1},
+              "latency=1000ms": {0: 0.1, 1: -0.1, 2: 0.0}, "loss=0.5": {0: -0.2, 1: 0.2, 2: 0.0},
+              "burst=0.5": {0: 0.05, 1: 0.0, 2: -0.05}}
+    cells = [Cell("baseline", "baseline", "", ()), Cell("nocomm", "nocomm", "", ("comm.enabled=false",)),
+             Cell("latency=100ms", "latency", "100", ()), Cell("latency=1000ms", "latency", "1000", ()),
+             Cell("loss=0.5", "loss", "0.5", ()), Cell("burst=0.5", "burst", "0.5", ()),
+             Cell("loss=0.9", "loss", "0.9", ())]
+    runs = []
+    for seed in (2, 0, 1):   # not in seed order: the pairs are made by seed, not by position
+        runs.append(read_run("baseline", seed, fake_run(tmp_path / f"b{seed}", explain={
+            **EXPLAIN, "fidelity_score_k10": base_fid[seed]})))
+        for label, d in shifts.items():
+            runs.append(read_run(label, seed, fake_run(tmp_path / f"{label}-{seed}", explain={
+                **EXPLAIN, "fidelity_score_k10": base_fid[seed] + d[seed]})))
+    # loss=0.9: seed 1 failed, so its effect is paired over seeds 0 and 2 only
+    runs += [read_run("loss=0.9", seed, fake_run(tmp_path / f"l9-{seed}", explain={
+        **EXPLAIN, "fidelity_score_k10": base_fid[seed] - 1.0 - 0.1 * seed})) for seed in (0, 2)]
+    runs.append(read_run("loss=0.9", 1, tmp_path / "never", error="RuntimeError: failed"))
+    s = Study(DEFAULT_CONFIG, [0, 1, 2], cells, tmp_path / "study", command="magicmask commstudy (test)")
+    meta = {"command": s.command, "runs": len(runs), "wall_s": 60.0, "machine": "test", "load_start": 0.0,
+            "load_end": 0.0}
+    write_outputs(s, runs, meta)
+
+    table = {r["cell"]: r for r in csv.DictReader((s.out / "commstudy.csv").open())}
+    lo, hi = hand_interval([1.0, 1.2, 1.4])   # 1.2 ± 4.303 x 0.2 / sqrt(3)
+    assert float(table["baseline"]["fidelity_k10_ci_lo"]) == pytest.approx(lo, abs=1e-4)
+    assert float(table["baseline"]["fidelity_k10_ci_hi"]) == pytest.approx(hi, abs=1e-4)
+    assert table["baseline"]["final_return_ci_lo"] == table["baseline"]["final_return_ci_hi"] == "3"   # no spread
+
+    reader = csv.DictReader((s.out / "commstudy_effects.csv").open())
+    assert tuple(reader.fieldnames) == EFFECT_COLUMNS
+    assert EFFECT_COLUMNS == ("cell", "axis", "value", "metric", "n", "diff", "lo", "hi", "significant")
+    eff = list(reader)
+    assert len(eff) == (len(cells) - 1) * len(METRIC_NAMES) and "baseline" not in {e["cell"] for e in eff}
+    fid = {e["cell"]: e for e in eff if e["metric"] == "fidelity_k10"}
+    nocomm = fid["nocomm"]
+    lo, hi = hand_interval([-0.5, -0.6, -0.4])   # paired: -0.5 ± 4.303 x 0.1 / sqrt(3), below 0
+    assert (nocomm["axis"], nocomm["n"], float(nocomm["diff"])) == ("nocomm", "3", pytest.approx(-0.5))
+    assert float(nocomm["lo"]) == pytest.approx(lo, abs=1e-4) and float(nocomm["hi"]) == pytest.approx(hi, abs=1e-4)
+    assert hi < 0 and nocomm["significant"] == "-"
+    # unpaired, the seeds' spread (sd 0.2 in both cells) would hide it: the interval would contain 0
+    unpaired_half = T975[2] * math.sqrt(0.2 ** 2 / 3 + 0.2 ** 2 / 3)
+    assert -0.5 + unpaired_half > 0
+    lat = fid["latency=100ms"]
+    lo, hi = hand_interval([0.3, -0.2, -0.1])
+    assert float(lat["lo"]) == pytest.approx(lo, abs=1e-4) and float(lat["hi"]) == pytest.approx(hi, abs=1e-4)
+    assert lo < 0 < hi and lat["significant"] == "" and (lat["axis"], lat["value"]) == ("latency", "100")
+    l9 = fid["loss=0.9"]
+    lo, hi = hand_interval([-1.0, -1.2])   # seeds 0 and 2
+    assert l9["n"] == "2" and float(l9["lo"]) == pytest.approx(lo, abs=1e-3) and l9["significant"] == ""
+    assert {e["cell"]: e["diff"] for e in eff if e["metric"] == "final_return"}["nocomm"] == "0"
+    assert all(e["lo"] == "" for e in eff if e["metric"] == "steps_to_target")   # no run has it: empty
+
+    md = (s.out / "commstudy.md").read_text()
+    effects_md = md.split("## Effects relative to the baseline", 1)[1].split("##", 1)[0]
+    assert "| nocomm | " in effects_md and "-0.5 [-0.748, -0.252] -" in effects_md
+    assert "| loss=0.9 | " in effects_md and "(n=2)" in effects_md
+    assert "| baseline | 3/3 | – | – | – | 3 [3, 3] | 1.2 [0.703, 1.7] |" in md   # mean [interval] per cell
+    assert "paired" in md and "comm.seed per-seed" in md
+    check_page(s.out / "index.html", n_images=4)
+    html = (s.out / "index.html").read_text()
+    assert "Effects relative to the baseline" in html and "-0.5 [-0.748, -0.252] -" in html
+    from PIL import Image
+    with Image.open(s.out / "img" / "commstudy-effects.png") as im:
+        assert im.size[0] > 1000 and len(np.unique(np.asarray(im.convert("L")))) > 10
+
+
+def test_effects_figure_is_drawn_from_the_effects(tmp_path):
+    """The effects figure plots the latency and loss cells' effects: without them it differs."""
+    from magicmask.commstudy.figures import effects_figure
+    rows = [{"cell": "latency=100ms", "axis": "latency", "value": "100", "metric": "steps_to_target", "n": 3,
+             "diff": 200.0, "lo": 50.0, "hi": 350.0, "significant": "+"},
+            {"cell": "loss=0.5", "axis": "loss", "value": "0.5", "metric": "final_return", "n": 3,
+             "diff": -1.0, "lo": -1.5, "hi": -0.5, "significant": "-"}]
+    assert effects_figure(rows)[:4] == b"\x89PNG" and effects_figure(rows) != effects_figure([])
+
+
+@pytest.mark.parametrize("design, same", [("per-seed", False), ("fixed", True)])
+def test_comm_seed_of_each_run_follows_the_design(tmp_path, monkeypatch, design, same):
+    """The study's runs (the commands run_sweep would start, without training): per-seed gives each seed its
+    own comm.seed, the same in every cell; fixed gives every run the config's."""
+    s = study("--seeds", "0,1", "--axes", "loss", "--loss", "0.5", "--no-nocomm", "--comm-seed", design,
+              "--out", str(tmp_path / "s"))
+    commands: list[str] = []
+    monkeypatch.setattr("magicmask.commstudy.study.run_sweep",
+                        lambda *a, **k: run_sweep(*a, **{**k, "dry_run": True, "log": commands.append}))
+    run_study(s, log=lambda line: None)
+    seeds = {}   # (cell folder, run.seed) -> the comm.seed the run's config gets
+    for cmd in commands:
+        cfg = C.load(s.config, re.findall(r"--set (\S+)", cmd))
+        seeds[(re.search(r"cells/([^/]+)/", cmd).group(1), cfg.run.seed)] = cfg.comm.seed
+    assert sorted(seeds) == [("baseline", 0), ("baseline", 1), ("loss=0.5", 0), ("loss=0.5", 1)]
+    for cell in ("baseline", "loss=0.5"):
+        assert (seeds[(cell, 0)] == seeds[(cell, 1)]) is same
+    assert seeds[("baseline", 0)] == seeds[("loss=0.5", 0)] and seeds[("baseline", 1)] == seeds[("loss=0.5", 1)]
+    assert json.loads((s.out / "study.json").read_text())["comm_seed"] == design
+    assert f"comm.seed {design}:" in (s.out / "commstudy.md").read_text()
+
+
 # ---------------- a real tiny study ----------------
 def test_real_tiny_study_two_cells(tmp_path, capsys):
     """Baseline and loss=0.5, one seed, 2 agents x 1024 env steps, real processes on free ports."""
@@ -290,4 +410,7 @@ def test_real_tiny_study_two_cells(tmp_path, capsys):
     assert (out / "cells" / "loss=0.5" / "runs" / "default" / "seed0" / "checkpoints" / "latest").is_file()
     md = (out / "commstudy.md").read_text()
     assert "magicmask commstudy --out" in md and "| loss=0.5 | 1/1 |" in md
-    check_page(out / "index.html", n_images=3)
+    assert "comm.seed per-seed" in md and "## Effects relative to the baseline" in md
+    effects = [r for r in csv.DictReader((out / "commstudy_effects.csv").open()) if r["metric"] == "final_return"]
+    assert [(r["cell"], r["n"], r["lo"]) for r in effects] == [("loss=0.5", "1", "")]   # one seed: no interval
+    check_page(out / "index.html", n_images=4)

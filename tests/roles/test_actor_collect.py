@@ -94,3 +94,28 @@ def test_a_fragment_records_what_the_policy_saw_and_what_the_envs_answered(tmp_p
         assert buf["eps_random"].any() and buf["perturbed"].any() and buf["masked"].any()
     finally:
         actor.links.close()
+
+
+def test_a_stop_ends_a_fragment_at_the_next_step(tmp_path):
+    """SIGTERM (or the in-process stop event) in the middle of a long fragment: collect returns None at the
+    next step instead of playing the fragment out, and nothing partial is kept."""
+    cfg = C.load(overrides=free_port_overrides() + [
+        "env.name=connect4", "env.opponents=random=1", "run.agents=1", f"env.copies={E}",
+        "actor.fragment_len=100000", "ppo.hidden=16", "actor.report_every=1000000"], environ={})
+    actor = Actor(cfg, 0, tmp_path)
+    actor.links.connect()
+    try:
+        actor.peers.load(0, nets_for(actor.spec, cfg.ppo.hidden, 1, seed=3).agent_state(0), 0)
+        state = [actor.reset_copy(c) for c in range(E)]
+        step_copies, calls = actor.step_copies, []
+
+        def step_then_stop(*args):
+            step_copies(*args)
+            calls.append(1)
+            if len(calls) == 5:
+                actor.stopped = True   # what the SIGTERM handler sets
+        actor.step_copies = step_then_stop
+        out = actor.collect([s[0] for s in state], [s[1] for s in state], np.zeros(E, np.int64))
+        assert out is None and len(calls) == 5 and actor.t == 5 * E
+    finally:
+        actor.links.close()
