@@ -17,7 +17,7 @@ AXIS_COLOURS = {"baseline": "#333333", "nocomm": "#7f7f7f", "latency": "#1f77b4"
                 "burst": "#ff7f0e", "bandwidth": "#2ca02c", "topology": "#9467bd"}
 LINE_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#17becf", "#8c564b", "#e377c2", "#bcbd22")
 LOG_SCALED = ("age_at_use_s", "age_at_use_steps", "delay_s")   # when their cells span more than 20x
-EFFECT_METRICS = ("steps_to_target", "steps_to_target_masked", "final_return", "fidelity_k10",
+EFFECT_METRICS = ("steps_to_target", "steps_to_target_masked", "train_return", "final_return", "fidelity_k10",
                   "inter_agent_fidelity")
 # The effect figure's rows: (x axis, its label, the series: axis of the cells, legend label, marker and line).
 EFFECT_ROWS = (("latency", "latency (ms, log scale)", (("latency", "latency", "o-"),)),

@@ -25,6 +25,7 @@ class RunData:
     run_dir: Path
     agents: int = 0
     curves: dict[int, list[tuple[int, float, float | None]]] = field(default_factory=dict)  # steps, plain, masked
+    train_returns: dict[int, list[float]] = field(default_factory=dict)   # per learner row: the batch's mean return
     comm: dict[int, dict] = field(default_factory=dict)       # the latest cumulative figures per agent
     step_rate: float | None = None                             # env steps per second per agent (learner's rows)
     rounds: list[tuple[float, list[int]]] | None = None        # broker rounds: (time, receivers dropped)
@@ -41,6 +42,8 @@ def _read_metrics(run: RunData) -> None:
             run.comm[rec.agent] = rec.comm
         if rec.env_steps is None:
             continue
+        if rec.mean_return is not None:
+            run.train_returns.setdefault(rec.agent, []).append(rec.mean_return)
         if rec.time is not None:
             seen.setdefault(rec.agent, []).append((rec.time, rec.env_steps))
         plain = rec.eval.get("return_plain")
@@ -75,6 +78,9 @@ METRICS: tuple[tuple[str, str], ...] = (
     ("steps_to_target_masked", "the same for the evaluation return with the mask in its explaining mode "
                                "(m <= tau perturbs): how soon the mask stops perturbing critical steps"),
     ("target_reached", "share of agents whose greedy evaluation return reached the target"),
+    ("train_return", "mean return of the training episodes over the whole run (mean over the learner's rows, then "
+                     "over agents): what the episodes cost with epsilon, the mask's perturbations and, where "
+                     "peers shared critical states, the steps their guidance kept unperturbed"),
     ("final_return", "explain: mean unmasked greedy return per episode at the final checkpoint"),
     ("fidelity_k10", "explain: MAGIC-MASK's fidelity score at K = 10% (higher: its top window matters more)"),
     ("reward_drop_k10", "explain: reward drop (%) when MAGIC-MASK's top 10% window is randomised"),
@@ -135,8 +141,11 @@ def _ratio(num: float | None, den: float | None) -> float | None:
 
 
 def _learning(run: RunData, target: float | None, out: dict) -> None:
-    """steps_to_target (greedy and masked) and target_reached, when every agent has evaluations."""
+    """train_return when every agent has training returns; steps_to_target (greedy and masked) and
+    target_reached when every agent has evaluations."""
     agents = range(run.agents) if run.agents else sorted(run.curves)
+    if run.train_returns and all(a in run.train_returns for a in agents):
+        out["train_return"] = float(np.mean([np.mean(run.train_returns[a]) for a in agents]))
     if target is None or not run.curves or not all(a in run.curves for a in agents):
         return
     for name, masked in (("steps_to_target", False), ("steps_to_target_masked", True)):

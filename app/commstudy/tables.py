@@ -14,8 +14,8 @@ RUN_COLUMNS = ("cell", "seed", "run_dir", "error", *METRIC_NAMES)
 EFFECT_COLUMNS = ("cell", "axis", "value", "metric", "n", "diff", "lo", "hi", "significant")
 
 # The two tables (and figures): what the runs learned and explained, and what the channel did.
-LEARNING = ("steps_to_target", "steps_to_target_masked", "target_reached", "final_return", "fidelity_k10",
-            "inter_agent_fidelity", "precision_at_k")
+LEARNING = ("steps_to_target", "steps_to_target_masked", "target_reached", "train_return", "final_return",
+            "fidelity_k10", "inter_agent_fidelity", "precision_at_k")
 CHANNEL = ("delivered_share", "snapshots_dropped", "snapshots_undelivered", "age_at_use_s", "age_at_use_steps",
            "delay_s", "guided_share")
 

@@ -137,8 +137,10 @@ def test_dry_run_from_another_directory_resolves_config_and_folder(tmp_path):
 T0 = 1_000_000.0
 
 
-def fake_run(run_dir: Path, *, agents=2, comm=True, evals=None, comm_figs=None, rounds=(), explain=None):
-    """A run directory with the files commstudy reads. evals: {agent: [(steps, plain, masked)]};
+def fake_run(run_dir: Path, *, agents=2, comm=True, evals=None, comm_figs=None, rounds=(), explain=None,
+             train=None):
+    """A run directory with the files commstudy reads. evals: {agent: [(steps, plain, masked)]}; train: {agent:
+    [mean training return per learner row]};
     comm_figs: {agent: cumulative figures}; rounds: [(time, dropped receivers)]; explain: metrics of magicmask."""
     run_dir.mkdir(parents=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump({"run": {"agents": agents}, "comm": {"enabled": comm}}))
@@ -148,6 +150,10 @@ def fake_run(run_dir: Path, *, agents=2, comm=True, evals=None, comm_figs=None, 
             version += 1
             d = {"env_steps": steps, "eval": {"return_plain": plain, "return_masked": masked}}
             rows.append({"time": steps / 100, "version": version, "agents": {str(a): d}})   # 100 steps/s
+    for a, returns in (train or {}).items():
+        for r in returns:
+            version += 1
+            rows.append({"time": 5.0, "version": version, "agents": {str(a): {"env_steps": 100, "mean_return": r}}})
     for a, figs in (comm_figs or {}).items():
         rows.append({"time": 9.99, "version": version + 1, "agents": {str(a): {"env_steps": 999, "comm": figs}}})
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"torn')
@@ -176,7 +182,7 @@ def test_run_quantities_and_cell_aggregation(tmp_path):
                                         1: [(256, 2.8, 1.0), (512, 3.0, 3.0)]},
                  comm_figs={0: figs(6, 7, 1, 1.4, 800, 700, 350.0, 70, 80, T0 + 6.5),    # sees rounds 0..6
                             1: figs(5, 6, 0, 0.6, 800, 600, 120.0, 0, 40, T0 + 9.5)},    # sees rounds 0..9
-                 rounds=rounds, explain=EXPLAIN)
+                 rounds=rounds, explain=EXPLAIN, train={0: [1.0, 2.0, 3.0], 1: [2.0]})
     b = fake_run(tmp_path / "b", evals={0: [(256, 3.0, 3.0)], 1: [(256, 1.0, 1.0), (512, 2.0, 2.0)]},
                  comm_figs={0: figs(3, 3, 0, 0.3, 800, 800, 80.0, 0, 0, T0 + 2.5),
                             1: figs(3, 3, 0, 0.3, 800, 800, 240.0, 0, 0, T0 + 2.5)},
@@ -194,6 +200,7 @@ def test_run_quantities_and_cell_aggregation(tmp_path):
     assert ra["steps_to_target"] == (512 + 256) / 2          # agent 0 first >= 2.7 at 512, agent 1 at 256
     assert ra["steps_to_target_masked"] == (768 + 512) / 2
     assert ra["target_reached"] == 1.0
+    assert ra["train_return"] == pytest.approx((2.0 + 2.0) / 2)   # per agent over its rows, then over agents
     assert ra["fidelity_k10"] == 1.6 and ra["final_return"] == 3.0 and ra["precision_at_k"] == 1.0
     # agent 0's figures cover rounds 0..6 (its one drop, round 8, comes later), agent 1's rounds 0..9 (drops 2, 5, 8)
     assert ra["snapshots_sent"] == 7 + 10 and ra["snapshots_dropped"] == 0 + 3
@@ -207,6 +214,7 @@ def test_run_quantities_and_cell_aggregation(tmp_path):
     rb = m[1]
     assert rb["steps_to_target"] is None and rb["target_reached"] == 0.5   # agent 1 never reached 2.7
     assert rb["steps_to_target_masked"] is None and rb["inter_agent_fidelity"] is None
+    assert rb["train_return"] is None   # no training returns logged: unavailable, not 0
     rn = m[2]   # NoComm: nothing sent, no snapshot in use: age, delay and shares are unavailable, not 0
     assert rn["snapshots_sent"] == 0 and rn["snapshots_delivered"] == 0 and rn["guided_share"] == 0
     assert rn["delivered_share"] is None and rn["age_at_use_s"] is None and rn["delay_s"] is None
