@@ -353,7 +353,7 @@ def test_cell_intervals_and_paired_effects(tmp_path):
     effects_md = md.split("## Effects relative to the baseline", 1)[1].split("##", 1)[0]
     assert "| nocomm | " in effects_md and "-0.5 [-0.748, -0.252] -" in effects_md
     assert "| loss=0.9 | " in effects_md and "(n=2)" in effects_md
-    assert "| baseline | 3/3 | – | – | – | 3 [3, 3] | 1.2 [0.703, 1.7] |" in md   # mean [interval] per cell
+    assert "| baseline | 3/3 | – | – | – | – | 3 [3, 3] | 1.2 [0.703, 1.7] |" in md   # mean [interval] per cell
     assert "paired" in md and "comm.seed per-seed" in md
     check_page(s.out / "index.html", n_images=4)
     html = (s.out / "index.html").read_text()
