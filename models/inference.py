@@ -60,6 +60,19 @@ class NumpyNets:
             with torch.no_grad():
                 emb = nets.action_encoder(nets.action_table[None].to(nets.dtype), slice(agent, agent + 1))[0]
             self.embeddings = emb.cpu().numpy().astype(np.float32)
+        self.fused = None if self.board is not None else self._fuse()
+
+    def _fuse(self) -> tuple:
+        """The four MLPs (three layers each, one hidden size) as one network for `forward`: their first layers
+        side by side (one product), their second layers stacked (one batched product), the three one-output
+        heads of value, mask and mask value stacked; the policy's head stays apart (its width differs). About
+        a third of the numpy calls of four separate networks (docs/BENCHMARKS.md, "Actor cost")."""
+        nets = (self.policy, self.value, self.mask, self.mask_value)
+        w1 = np.ascontiguousarray(np.concatenate([n[0][0] for n in nets], 1))
+        b1 = np.concatenate([n[0][1] for n in nets])
+        w2, b2 = np.stack([n[1][0] for n in nets]), np.stack([n[1][1] for n in nets])[:, None, :]
+        w3, b3 = np.stack([n[2][0] for n in nets[1:]]), np.stack([n[2][1] for n in nets[1:]])[:, None, :]
+        return w1, b1, w2, b2, w3, b3
 
     @staticmethod
     def supports(nets: StackedNets) -> bool:
@@ -89,9 +102,23 @@ class NumpyNets:
         return self._logits(self._inputs(self._flat(obs), 1)[0], cols)
 
     def forward(self, obs: np.ndarray, cols: np.ndarray | None = None):
-        xp, xv, xm, xmv = self._inputs(self._flat(obs), 4)
-        m = 1.0 / (1.0 + np.exp(-_run(self.mask, xm)[:, 0]))
-        return self._logits(xp, cols), _run(self.value, xv)[:, 0], m.astype(np.float32), _run(self.mask_value, xmv)[:, 0]
+        x = self._flat(obs)
+        if self.fused is None:
+            xp, xv, xm, xmv = self._inputs(x, 4)
+            m = 1.0 / (1.0 + np.exp(-_run(self.mask, xm)[:, 0]))
+            return (self._logits(xp, cols), _run(self.value, xv)[:, 0], m.astype(np.float32),
+                    _run(self.mask_value, xmv)[:, 0])
+        w1, b1, w2, b2, w3, b3 = self.fused
+        h = np.tanh(x @ w1 + b1).reshape(len(x), 4, -1).transpose(1, 0, 2)   # [4 nets, B, H]
+        h = np.tanh(np.matmul(h, w2) + b2)
+        s = (np.matmul(h[1:], w3) + b3)[:, :, 0]                              # value, mask logit, mask value
+        wp, bp = self.policy[-1]
+        if self.embeddings is None and cols is not None:
+            wp, bp = wp[:, cols], bp[cols]
+        logits = h[0] @ wp + bp
+        if self.embeddings is not None:
+            logits = logits @ (self.embeddings if cols is None else self.embeddings[cols]).T
+        return logits, s[0], (1.0 / (1.0 + np.exp(-s[1]))).astype(np.float32), s[2]
 
 
 class TorchNets:
