@@ -308,9 +308,10 @@ class Broker:
         if not self.cfg.comm.enabled:
             return
         self.seq += 1
-        now = time.monotonic()
+        rounds = pack_round(self.senders, self.buffer, self.groups, self.clock)
+        now = time.monotonic()   # after packing, which stamps created_at: the delay a receiver measures is >= the latency
         dropped = []
-        for r, frames in pack_round(self.senders, self.buffer, self.groups, self.clock):
+        for r, frames in rounds:
             if not self.impairment.submit((-1, r), frames, _nbytes(frames), now):
                 dropped.append(r)
         ROUNDS.inc()

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import zmq
 
+from deploy.netns import NET, Hosts, NetnsUnavailable, generate_keys
 from magicmask.protocol import config as C
 from magicmask.protocol import messages as M
 from magicmask.protocol import security as S
@@ -27,62 +28,30 @@ from magicmask.protocol.codec import decode
 from magicmask.protocol.transport import make_socket, tcp
 
 ROOT = Path(__file__).resolve().parents[2]
-NET = "10.77.0"
 STEPS = 1024  # env steps per agent: 4 fragments of 64 x 4 (gates), about 20 reports and snapshot rounds
 
 pytestmark = pytest.mark.timeout(420)
 
 
-def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    res = subprocess.run(["ip", *args], capture_output=True, text=True)
-    if check and res.returncode:
-        raise RuntimeError(f"ip {' '.join(args)}: {res.stderr.strip()}")
-    return res
-
-
 @pytest.fixture
 def hosts():
-    """Names of three namespaces on one bridge: host i has eth0 = 10.77.0.(i+1)/24, and lo up. Names carry the
-    pid so parallel runs do not collide; everything is deleted afterwards, also on failure."""
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    if shutil.which("ip") is None:
-        pytest.skip("`ip` (iproute2) is not installed")
-    res = ip("netns", "list", check=False)
-    if res.returncode:
-        pytest.skip(f"`ip netns` is unavailable: {res.stderr.strip()}")
-    tag = f"mm{os.getpid()}"
-    switch, names = f"{tag}sw", [f"{tag}h{i}" for i in range(3)]
-    made = []
+    """Names of three namespaces on one bridge: host i has eth0 = 10.77.0.(i+1)/24, and lo up (deploy/netns.py).
+    Names carry the pid so parallel runs do not collide; everything is deleted afterwards, also on failure."""
+    made = Hosts(3, NET)
     try:
-        res = ip("netns", "add", switch, check=False)
-        if res.returncode:
-            pytest.skip(f"`ip netns add` fails here: {res.stderr.strip()}")
-        made.append(switch)
-        ip("-n", switch, "link", "add", "br0", "type", "bridge")
-        ip("-n", switch, "link", "set", "br0", "up")
-        for i, ns in enumerate(names):
-            ip("netns", "add", ns)
-            made.append(ns)
-            ip("-n", switch, "link", "add", f"p{i}", "type", "veth", "peer", "name", "eth0", "netns", ns)
-            ip("-n", switch, "link", "set", f"p{i}", "master", "br0", "up")
-            ip("-n", ns, "addr", "add", f"{NET}.{i + 1}/24", "dev", "eth0")
-            ip("-n", ns, "link", "set", "eth0", "up")
-            ip("-n", ns, "link", "set", "lo", "up")
-        yield names
+        made.create()
+    except NetnsUnavailable as e:
+        pytest.skip(str(e))
+    try:
+        yield made.names
     finally:
-        for ns in reversed(made):
-            ip("netns", "del", ns, check=False)
+        made.delete()
 
 
 @pytest.fixture
 def keys(tmp_path):
     """CURVE keys for the broker, the learner, actors 0 and 1 and the probe, made by `magicmask keys`."""
-    d = tmp_path / "keys"
-    res = subprocess.run([sys.executable, "-m", "magicmask.cli", "keys", "generate", str(d), "--agents", "2",
-                          "--name", "probe"], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0, res.stderr
-    return d
+    return generate_keys(tmp_path / "keys", 2, ["probe"])
 
 
 def probe(keys_dir: str, host: str, port: int, receiver: int) -> None:
