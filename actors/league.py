@@ -14,6 +14,7 @@ from magicmask.models.inference import NumpyNets, TorchNets, inference
 from magicmask.models.networks import build_nets
 from magicmask.protocol.config import Config
 from magicmask.protocol.envspec import EnvSpec
+from magicmask.protocol.opponents import OpponentMix
 
 
 # Opponent ids of league snapshots: far above any agent or seat id (a PettingZoo env passes its seat index to the
@@ -56,17 +57,16 @@ class League:
         return int(sample_rows(rng, softmax_legal(self.snapshots[index][2].logits(obs[None]), legal[None]))[0])
 
 
-def draw_opponent(mix: dict, league: League, agent: int, n_agents: int, rng: np.random.Generator):
+def draw_opponent(mix: OpponentMix, league: League, agent: int, n_agents: int, rng: np.random.Generator):
     """Who plays the other seats of `agent`'s next episode, drawn from the env.opponents `mix`: a peer's id, the
     agent's own id (self), a league snapshot (LEAGUE_ID0 + its index), RANDOM_OPPONENT or a built-in player's
     name. League draws fall back to the peers while the league is empty."""
-    kinds = list(mix)
-    kind = kinds[rng.choice(len(kinds), p=list(mix.values()))]
-    others = [a for a in range(n_agents) if a != agent] or [agent]
+    kind = mix.draw(rng)
     if kind == "league" and len(league):
         return LEAGUE_ID0 + league.sample(rng)
     if kind in ("peers", "league"):
-        return int(rng.choice(others))
+        others = [a for a in range(n_agents) if a != agent] or [agent]
+        return others[int(rng.integers(len(others)))]   # rng.choice(others)'s draw, without its conversions
     if kind == "self":
         return agent
     return RANDOM_OPPONENT if kind == "random" else kind

@@ -101,7 +101,8 @@ class Links:
         self.report_sock: zmq.Socket | None = None
         self.snap_sock: zmq.Socket | None = None
         self.broker_req: zmq.Socket | None = None
-        self.poller = zmq.Poller()
+        self.poller = zmq.Poller()          # the four receiving sockets (poll)
+        self.snap_poller = zmq.Poller()     # the broker's two (poll_snapshots, every step): one zmq_poll call
         self.silence_gauges = {p: SILENCE.labels(agent, p.name) for p in (self.learner, self.broker)}
         self.snapshot_stale = SNAP_STALE.labels(agent)
         self.learner_silent = LEARNER_SILENT.labels(agent)
@@ -124,6 +125,8 @@ class Links:
         self.broker_req.connect(tcp(ba, cfg.net.broker_router_port))
         for s in (self.weights_sock, self.learner_req, self.snap_sock, self.broker_req):
             self.poller.register(s, zmq.POLLIN)
+        for s in (self.snap_sock, self.broker_req):
+            self.snap_poller.register(s, zmq.POLLIN)
 
     def _subscriber(self, ctx, curve, topics, endpoint) -> zmq.Socket:
         s = make_socket(ctx, zmq.SUB, max_bytes=self.max_bytes, curve=curve)
@@ -190,10 +193,14 @@ class Links:
     def poll_snapshots(self) -> list[Delivery]:
         """Snapshots (and heartbeats) already waiting on the broker's two sockets, without waiting and without
         the learner's: the actor takes them at every step, so guidance uses a snapshot as soon as it arrives,
-        while weights wait for the fragment's end (a fragment is acted with one policy version)."""
+        while weights wait for the fragment's end (a fragment is acted with one policy version). One prebuilt
+        poller over both sockets: 4 us per step where a `Socket.poll(0)` of each took 13 (each builds a poller).
+        An actor stepped in-process by a test never connected: its poller is empty."""
+        if not self.snap_poller.poll(0):
+            return []
         got = []
         for sock in (self.snap_sock, self.broker_req):
-            while sock is not None and sock.poll(0):   # None: not connected (an actor stepped in-process by a test)
+            while sock.poll(0):
                 msg = receive(sock, "snapshots", self.drops, self.max_bytes, kinds=(M.SNAPSHOT, M.HEARTBEAT),
                               context={"K": self.cfg.actor.key_dim, "F": M.finder_bytes(self.cfg.run.agents)},
                               topic=sock is self.snap_sock)

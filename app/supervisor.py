@@ -128,6 +128,7 @@ class Supervisor:
         self.stopping = False
         self.t0 = time.time()
         self.step_rates = [Rate() for _ in range(cfg.run.agents)]  # env steps/s trained on, per agent
+        self.last_answer: dict[str, dict] = {}   # role -> its last scrape that answered (read)
 
     def start(self, child: Child) -> None:
         log = open(self.run_dir / "logs" / f"{child.name}.log", "ab")
@@ -170,12 +171,13 @@ class Supervisor:
         cfg = self.cfg
         host = cfg.net.metrics_host if cfg.net.metrics_host not in ("0.0.0.0", "") else "127.0.0.1"
         now = time.time()
-        lm = scrape(cfg.metrics_port_of("learner"), host)
-        bm = scrape(cfg.metrics_port_of("broker"), host)
+        lm, fresh = self.read("learner", host)
+        bm, _ = self.read("broker", host)
         agents = []
         for i in range(cfg.run.agents):
             a = (("agent", str(i)),)
-            self.step_rates[i].add(now, lm.get(("magicmask_learner_env_steps_total", *a)))
+            if fresh:   # a held sample is no new reading of the counter
+                self.step_rates[i].add(now, lm.get(("magicmask_learner_env_steps_total", *a)))
             agents.append({
                 "steps": lm.get(("magicmask_learner_agent_env_steps", *a), 0.0),
                 "sps": self.step_rates[i].per_second(),
@@ -190,6 +192,15 @@ class Supervisor:
         return {"elapsed": now - self.t0, "version": lm.get(("magicmask_learner_policy_version",), 0.0),
                 "sps": sum(rates) if rates else None,
                 "snapshot_seq": bm.get(("magicmask_broker_snapshot_seq",)), "agents": agents}
+
+    def read(self, role: str, host: str) -> tuple[dict, bool]:
+        """(samples, fresh): the role's metrics, or its last answered ones when a scrape found no answer within
+        its 0.5 s. A busy process on a loaded machine misses a scrape now and then; the status line then keeps
+        its last figures instead of showing zeros and blanks. Empty until the role first answers."""
+        samples = scrape(self.cfg.metrics_port_of(role), host)
+        if samples:
+            self.last_answer[role] = samples
+        return samples or self.last_answer.get(role, {}), bool(samples)
 
     def render(self, st: dict):
         from rich.table import Table

@@ -1,9 +1,11 @@
 """Who plays the other seats of a shared world: the names `explain.opponent` takes and the training mixture
-`env.opponents` (kind=weight pairs). Syntax only: whether an env has a built-in player is checked when the
-env is built (actors/envs)."""
+`env.opponents` (kind=weight pairs) and its draw. Whether an env has a built-in player is checked when the env
+is built (actors/envs)."""
 from __future__ import annotations
 
 import re
+
+import numpy as np
 
 from magicmask.protocol.errors import ConfigError
 
@@ -23,7 +25,22 @@ def check_opponent(text: str, field_name: str) -> None:
 TRAINING_OPPONENTS = ("peers", "self", "league", "random")
 
 
-def opponent_mix(text: str, field_name: str = "env.opponents") -> dict[str, float]:
+class OpponentMix(dict):
+    """{kind: probability}, and `draw`: the same draws as `rng.choice(kinds, p=probabilities)` (one uniform
+    against the normalised cumulative probabilities) without its per-call checks and conversions, which made
+    it 5x dearer; an actor draws once per episode of every copy."""
+
+    def __init__(self, probabilities: dict[str, float]):
+        super().__init__(probabilities)
+        self.kinds = list(self)
+        self.cdf = np.cumsum(list(self.values()))
+        self.cdf /= self.cdf[-1]
+
+    def draw(self, rng: np.random.Generator) -> str:
+        return self.kinds[int(self.cdf.searchsorted(rng.random(), side="right"))]
+
+
+def opponent_mix(text: str, field_name: str = "env.opponents") -> OpponentMix:
     """'peers=0.5,search:2=0.25,random=0.25' -> {kind: probability} (weights normalised to sum 1). Whether a
     built-in player exists in the env is checked when the env is built (actors/envs)."""
     mix: dict[str, float] = {}
@@ -42,4 +59,4 @@ def opponent_mix(text: str, field_name: str = "env.opponents") -> dict[str, floa
     total = sum(mix.values())
     if total <= 0:
         raise ConfigError(f"{field_name}={text!r}: the weights must not all be 0")
-    return {k: w / total for k, w in mix.items()}
+    return OpponentMix({k: w / total for k, w in mix.items()})

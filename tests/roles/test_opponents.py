@@ -47,6 +47,15 @@ def test_the_league_keeps_spaced_snapshots_and_forgets_the_oldest():
     assert League(spec, cfg).sample(rng) is None
 
 
+def test_the_mixture_draws_as_rng_choice_does():
+    """OpponentMix.draw is rng.choice(p=...) without its checks: the same kinds from the same stream."""
+    mix = opponent_mix("peers=0.4,self=0.1,league=0.2,random=0.1,search:2=0.2")
+    ours, numpys = np.random.default_rng(7), np.random.default_rng(7)
+    drawn = [mix.draw(ours) for _ in range(3000)]
+    assert drawn == [mix.kinds[numpys.choice(len(mix), p=list(mix.values()))] for _ in range(3000)]
+    assert set(drawn) == set(mix) and ours.random() == numpys.random()
+
+
 def test_the_actor_draws_opponents_as_the_mixture_says(tmp_path):
     cfg = _cfg("env.opponents=peers=0.4,self=0.1,league=0.2,random=0.1,search:2=0.2")
     actor = Actor(cfg, 1, tmp_path)

@@ -151,10 +151,9 @@ def test_every_exposed_metric_is_documented_and_every_documented_one_exposed(liv
 def test_supervisor_status_rates_from_counter_deltas(live_run, tmp_path, monkeypatch):
     """The live status table's steps/s: the increase of the learner's env-steps counter between two scrapes."""
     cfg, ports = live_run
-    # The supervisor gives a scrape 0.5 s and shows a process that does not answer in time as unreachable (no
-    # sample: blanks in the table, no rate), which a loaded machine makes happen now and then. A status read
-    # while the learner or the broker did not answer is no reading of what they expose: such a status is taken
-    # again (it added no sample to the rates).
+    # The supervisor gives a scrape 0.5 s; a process that does not answer in time (a loaded machine makes that
+    # happen now and then) shows its last answered figures and adds no sample to the rates. A status read
+    # while the learner or the broker did not answer is no new reading of what they expose: it is taken again.
     answered = {}
 
     def scrape(port, host="127.0.0.1"):
@@ -197,6 +196,29 @@ def test_rate_over_a_window_survives_a_counter_reset():
     r.add(12.0, None)   # unreachable: no sample
     r.add(20.0, 40.0)   # only the last 10 s count
     assert r.per_second() == pytest.approx(20 / 10)
+
+
+def test_status_holds_the_last_answer_of_a_process_that_misses_a_scrape(tmp_path, monkeypatch):
+    """A missed scrape keeps the learner's last figures in the status (not zeros) and feeds no rate sample."""
+    cfg = C.load(overrides=["run.agents=1", "net.metrics_port=9400"], environ={})
+    learner_port = cfg.metrics_port_of("learner")
+    answers = iter([100.0, None, 300.0])
+
+    def scrape(port, host="127.0.0.1"):
+        if port != learner_port or (steps := next(answers)) is None:
+            return {}
+        agent = ("agent", "0")
+        return {("magicmask_learner_env_steps_total", agent): steps, ("magicmask_learner_agent_env_steps", agent): steps,
+                ("magicmask_learner_policy_version",): steps / 100}
+    monkeypatch.setattr(supervisor, "scrape", scrape)
+    sup = Supervisor(cfg, tmp_path, tmp_path / "config.yaml")
+    assert sup.status()["agents"][0]["steps"] == 100
+    held = sup.status()                                  # no answer: the last figures, no new rate sample
+    assert held["agents"][0]["steps"] == 100 and held["version"] == 1 and held["agents"][0]["sps"] is None
+    assert len(sup.step_rates[0].samples) == 1 and held["snapshot_seq"] is None   # the broker never answered
+    time.sleep(0.05)
+    st = sup.status()
+    assert st["agents"][0]["steps"] == 300 and st["agents"][0]["sps"] > 0 and len(sup.step_rates[0].samples) == 2
 
 
 def test_documented_counters_carry_the_total_suffix():
