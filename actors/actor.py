@@ -250,8 +250,12 @@ class Actor:
         generators as the other copies' steps."""
         rewards, terminated, truncated = [], [], []
         pos += 1
+        overlap = self.envs[0].overlaps_steps   # start every copy's step first: they run at the same time
+        if overlap:
+            for env, action in zip(self.envs, actions):
+                env.step_async(action)
         for c, action in enumerate(actions):
-            o, lg, reward, term, trunc, info = self.envs[c].step(action)
+            o, lg, reward, term, trunc, info = self.envs[c].step_wait() if overlap else self.envs[c].step(action)
             rewards.append(reward)
             terminated.append(term)
             truncated.append(trunc)

@@ -35,7 +35,7 @@ def play_episode(env, forward, seed: int, rng, tau: float | None, greedy: bool =
 
 
 def evaluate(cfg, agent: int, peers, rng) -> dict:
-    env = make_env(cfg, agent, copy_index=cfg.env.copies)  # its own copy, never one the actor trains in
+    env = make_env(cfg, agent, copy_index=cfg.env.copies, replayable=True)  # its own copy; both modes replay the seeds
     env.set_episode_opponent(RANDOM_OPPONENT)  # envs that pick opponents per episode: the uniform random player
     env.set_opponent(peers.opponent)
     fwd = lambda o: peers.forward(agent, o)  # noqa: E731

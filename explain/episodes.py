@@ -74,7 +74,7 @@ class TrainedRun:
 
     def make_env(self, agent: int, copy_index: int = 0):
         """The env an agent is explained in, with the other seats played as `explain.opponent` says."""
-        env = make_env(self.cfg, agent, copy_index)
+        env = make_env(self.cfg, agent, copy_index, replayable=True)
         seat_opponents(env, self, agent, self.cfg.explain.opponent)
         return env
 

@@ -141,19 +141,35 @@ class StackedConv2d(nn.Module):
         return nn.functional.conv2d(x, w.reshape(-1, *w.shape[2:]), b.reshape(-1), self.stride, groups=w.shape[0])
 
 
-class StackedNatureCNN(nn.Module):
-    """The Nature-DQN torso (Mnih et al. 2015; CleanRL's ppo_atari): 32x8x8/4, 64x4x4/2, 64x3x3/1, FC 512,
-    ReLU, pixels scaled by 1/255; stacked over agents. x[N, B, C, 84, 84] -> [N, B, 512]."""
+CNN_TORSOS = {
+    # name: ((out_channels, kernel, stride) per convolution, features of the fully connected layer)
+    "nature": (((32, 8, 4), (64, 4, 2), (64, 3, 1)), 512),   # Mnih et al. 2015 (Nature), CleanRL's ppo_atari
+    "small": (((16, 8, 4), (32, 4, 2)), 256),                  # Mnih et al. 2013 (NIPS workshop): 42x42 frames on a CPU
+}
 
-    def __init__(self, n_agents: int, in_ch: int, hw: tuple[int, int], generator=None):
+
+def cnn_min_side(torso: str) -> int:
+    """The smallest square image whose side survives every convolution of `torso` with one pixel left."""
+    side = 1
+    for _, k, s_ in reversed(CNN_TORSOS[torso][0]):
+        side = (side - 1) * s_ + k
+    return side
+
+
+class StackedCNN(nn.Module):
+    """A DQN-style torso (`CNN_TORSOS`: the Nature CNN, or the 2013 DQN's smaller one): convolutions, then one
+    fully connected layer, ReLU after each, pixels scaled by 1/255; stacked over agents.
+    x[N, B, C, H, W] -> [N, B, out_features]."""
+
+    def __init__(self, n_agents: int, in_ch: int, hw: tuple[int, int], generator=None, torso: str = "nature"):
         super().__init__()
-        self.convs = nn.ModuleList([StackedConv2d(n_agents, in_ch, 32, 8, 4, generator),
-                                    StackedConv2d(n_agents, 32, 64, 4, 2, generator),
-                                    StackedConv2d(n_agents, 64, 64, 3, 1, generator)])
+        layers, self.out_features = CNN_TORSOS[torso]
+        self.convs = nn.ModuleList()
         h, w = hw
-        for k, s_ in ((8, 4), (4, 2), (3, 1)):
-            h, w = (h - k) // s_ + 1, (w - k) // s_ + 1
-        self.fc = StackedLinear(n_agents, 64 * h * w, 512, math.sqrt(2), generator=generator)
+        for out_ch, k, s_ in layers:
+            self.convs.append(StackedConv2d(n_agents, in_ch, out_ch, k, s_, generator))
+            in_ch, h, w = out_ch, (h - k) // s_ + 1, (w - k) // s_ + 1
+        self.fc = StackedLinear(n_agents, in_ch * h * w, self.out_features, math.sqrt(2), generator=generator)
 
     def forward(self, x: torch.Tensor, sel=slice(None)) -> torch.Tensor:
         n, b = x.shape[:2]
@@ -174,6 +190,7 @@ class StackedNets(nn.Module, ABC):
     n_agents: int
     n_actions: int
     image_shape: tuple | None = None   # (C, H, W) where a CNN reads image observations (the report's saliency)
+    cnn_torso: str = "nature"          # which of CNN_TORSOS reads them
 
     @property
     def dtype(self) -> torch.dtype:
@@ -222,16 +239,20 @@ class StackedNets(nn.Module, ABC):
 class AgentNets(StackedNets):
     """Per agent: policy, value, mask and mask value. Flat observations use four separate MLPs (each with its
     own StackedBoardConv first when `board` = (board_shape, filters, kernel) is given); image
-    observations (`image_shape` = (C, H, W)) use two Nature-CNN torsos, one shared by the policy and its
-    critic (as in CleanRL's ppo_atari) and one by the mask and its critic, with linear heads.
+    observations (`image_shape` = (C, H, W)) use a CNN torso (`cnn_torso`, a `CNN_TORSOS` name) shared by the
+    policy and its critic (as in CleanRL's ppo_atari) and linear heads; the mask and its critic have a second
+    torso of their own, or with `mask_torso="policy"` read the policy torso's features with the gradient
+    stopped (half the convolutions; the mask's loss never moves the policy's features).
     `action_features` (a table [n_actions, F], flat observations only) selects the features policy head."""
 
     def __init__(self, n_agents: int, obs_dim: int, n_actions: int, hidden: int = 64,
                  mask_init_bias: float = 0.0, seed: int | None = None, image_shape: tuple | None = None,
-                 action_features: np.ndarray | None = None, board: tuple | None = None):
+                 action_features: np.ndarray | None = None, board: tuple | None = None, cnn_torso: str = "nature",
+                 mask_torso: str = "own"):
         super().__init__()
         self.n_agents, self.obs_dim, self.n_actions, self.hidden = n_agents, obs_dim, n_actions, hidden
         self.image_shape = tuple(image_shape) if image_shape else None
+        self.cnn_torso = cnn_torso
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         self.action_encoder = self.torso = self.mask_torso = None   # the CNN torsos: image observations only
         self._embedding_cache = None
@@ -246,12 +267,14 @@ class AgentNets(StackedNets):
             self.action_encoder = StackedMLP(n_agents, table.shape[1], hidden, hidden, 1.0, generator=gen)
         if self.image_shape:
             c, h, w = self.image_shape
-            self.torso = StackedNatureCNN(n_agents, c, (h, w), gen)
-            self.mask_torso = StackedNatureCNN(n_agents, c, (h, w), gen)
-            self.policy = StackedLinear(n_agents, 512, n_actions, 0.01, generator=gen)
-            self.value = StackedLinear(n_agents, 512, 1, 1.0, generator=gen)
-            self.mask = StackedLinear(n_agents, 512, 1, 0.01, mask_init_bias, generator=gen)
-            self.mask_value = StackedLinear(n_agents, 512, 1, 1.0, generator=gen)
+            self.torso = StackedCNN(n_agents, c, (h, w), gen, cnn_torso)
+            if mask_torso == "own":
+                self.mask_torso = StackedCNN(n_agents, c, (h, w), gen, cnn_torso)
+            f = self.torso.out_features
+            self.policy = StackedLinear(n_agents, f, n_actions, 0.01, generator=gen)
+            self.value = StackedLinear(n_agents, f, 1, 1.0, generator=gen)
+            self.mask = StackedLinear(n_agents, f, 1, 0.01, mask_init_bias, generator=gen)
+            self.mask_value = StackedLinear(n_agents, f, 1, 1.0, generator=gen)
             return
         policy_out = hidden if self.action_encoder is not None else n_actions
         self.policy = StackedMLP(n_agents, obs_dim, hidden, policy_out, 0.01, generator=gen, board=board)
@@ -303,7 +326,11 @@ class AgentNets(StackedNets):
             if tuple(obs.shape[2:]) != self.image_shape:
                 raise ValueError(f"observation shape {tuple(obs.shape[2:])}, the nets expect {self.image_shape}")
             x = obs.to(self.dtype)
-            h, hm = self.torso(x, sel), self.mask_torso(x, sel)
+            h = self.torso(x, sel)
+            if self.mask_torso is not None:
+                hm = self.mask_torso(x, sel)
+            else:   # the mask's loss stops at the policy's features; an input that asks for gradients (the
+                hm = h if obs.requires_grad else h.detach()   # saliency, dm/dobs) gets them through the torso
             return (self.policy(h, sel, actions), self.value(h, sel).squeeze(-1),
                     self.mask(hm, sel).squeeze(-1), self.mask_value(hm, sel).squeeze(-1))
         x = obs.reshape(*obs.shape[:2], -1).to(self.dtype)
@@ -313,29 +340,33 @@ class AgentNets(StackedNets):
                 self.mask(x, sel).squeeze(-1), self.mask_value(x, sel).squeeze(-1))
 
 ACTION_HEADS = ("dense", "features")
-CNN_MIN_SIDE = 36   # the smallest image side the Nature CNN's three convolutions accept
-
-
-def image_shape(spec) -> tuple[int, int, int] | None:
+MASK_TORSOS = ("own", "policy")
+def image_shape(spec, torso: str = "nature") -> tuple[int, int, int] | None:
     """(C, H, W) when the built-in networks read the spec's observations with the CNN: a 3-d obs_shape is an
     image, channels first (pong's frame stacks; a PettingZoo env's uint8 images, transposed by its adapter),
-    and the CNN takes it from 36 x 36 up. None otherwise: flat observations, and smaller images, which the
-    MLPs read flattened (give `ppo.network` for a torso of your own)."""
-    if len(spec.obs_shape) != 3 or min(spec.obs_shape[1:]) < CNN_MIN_SIDE:
+    and the CNN `torso` takes it from `cnn_min_side(torso)` up (36 for the Nature CNN). None otherwise: flat
+    observations, and smaller images, which the MLPs read flattened (give `ppo.network` for a torso of your own)."""
+    if len(spec.obs_shape) != 3 or min(spec.obs_shape[1:]) < cnn_min_side(torso):
         return None
     return tuple(spec.obs_shape)
 
 
 def nets_for(spec, hidden: int, n_agents: int, mask_init_bias: float = 0.0, seed: int | None = None,
-             action_head: str = "dense", board_filters: int = 0, board_kernel: int = 4) -> AgentNets:
-    """The built-in networks for agents with `spec.obs_shape`: the CNN for images (`image_shape`), MLPs
+             action_head: str = "dense", board_filters: int = 0, board_kernel: int = 4,
+             cnn_torso: str = "nature", mask_torso: str = "own") -> AgentNets:
+    """The built-in networks for agents with `spec.obs_shape`: the CNN `cnn_torso` for images (`image_shape`), MLPs
     otherwise, after a board convolution of `board_filters` filters when that is > 0 (the spec must have a
     `board_shape`); the "features" action head scores actions with the table the spec names (`spec.action_features`)."""
     if action_head not in ACTION_HEADS:
         raise ValueError(f"ppo.action_head={action_head!r}: allowed values are {', '.join(ACTION_HEADS)}")
+    if cnn_torso not in CNN_TORSOS:
+        raise ValueError(f"ppo.cnn_torso={cnn_torso!r}: allowed values are {', '.join(CNN_TORSOS)}")
+    if mask_torso not in MASK_TORSOS or (mask_torso != "own" and not image_shape(spec, cnn_torso)):
+        raise ValueError(f"ppo.mask_torso={mask_torso!r}: allowed values are {', '.join(MASK_TORSOS)}; 'policy' "
+                         f"needs image observations (env {spec.name or '?'!r} has {spec.obs_shape}: use 'own')")
     board = None
     if board_filters > 0:
-        if not spec.board_shape or image_shape(spec):
+        if not spec.board_shape or image_shape(spec, cnn_torso):
             raise ValueError(f"ppo.board_filters={board_filters} needs an env whose observation is a board (H, W, C);"
                              f" env {spec.name or '?'!r} has observations of shape {spec.obs_shape} (use 0)")
         board = (spec.board_shape, board_filters, board_kernel)
@@ -347,17 +378,19 @@ def nets_for(spec, hidden: int, n_agents: int, mask_init_bias: float = 0.0, seed
         from magicmask.models.action_features import action_feature_table
         table = action_feature_table(spec.action_features)
     return AgentNets(n_agents, spec.obs_dim, spec.n_actions, hidden, mask_init_bias, seed,
-                     image_shape=image_shape(spec), action_features=table, board=board)
+                     image_shape=image_shape(spec, cnn_torso), action_features=table, board=board, cnn_torso=cnn_torso,
+                     mask_torso=mask_torso)
 
 
 def build_nets(spec, ppo, mask, n_agents: int, seed: int | None = None) -> StackedNets:
     """The one place every role builds networks (learner, actor, explain): for `n_agents` agents with
     `spec.obs_shape`, your factory `ppo.network` when set (its output checked, models/custom_network.py),
-    else the built-in ones (`nets_for` with ppo.hidden, mask.init_bias, ppo.action_head and ppo.board_*)."""
+    else the built-in ones (`nets_for` with ppo.hidden, mask.init_bias, ppo.action_head, ppo.board_*, ppo.cnn_torso and
+    ppo.mask_torso)."""
     if ppo.network:
         return custom_nets(spec, ppo, mask, n_agents, seed)
     return nets_for(spec, ppo.hidden, n_agents, mask.init_bias, seed, ppo.action_head, ppo.board_filters,
-                    ppo.board_kernel)
+                    ppo.board_kernel, ppo.cnn_torso, ppo.mask_torso)
 
 
 def group_nets(spec, ppo, mask, seed: int | None = None) -> list[tuple[list[int], StackedNets]]:

@@ -157,6 +157,16 @@ class PPOConfig:
         "board_kernel x board_kernel convolution (no padding, ReLU) that reads the board before each MLP "
         "(docs/RESULTS.md, 'Connect Four: a board convolution'). 0: the MLPs read the flat observation.", ge=0, le=1024)
     board_kernel: int = opt(4, "Side of the board convolution's square window (ppo.board_filters > 0).", ge=1, le=19)
+    cnn_torso: str = opt(
+        "nature", "Torso of the built-in networks for image observations (pong, image PettingZoo envs): nature (the "
+        "Nature DQN's three convolutions and 512 features, for 84x84 frames and a GPU) or small (the 2013 DQN's two "
+        "convolutions and 256 features on 42x42 frames, for a CPU: docs/BENCHMARKS.md, 'Pong on a CPU'; pong-cpu.yaml).",
+        choices=["nature", "small"])
+    mask_torso: str = opt(
+        "own", "Image observations: own (the mask and its critic have a CNN torso of their own) or policy (they read "
+        "the policy torso's features with the gradient stopped: half the convolutions in the actor and the learner, "
+        "and the mask's loss never moves the policy's features; pong-cpu.yaml). Flat observations: own only.",
+        choices=["own", "policy"])
     action_head: str = opt(
         "dense", "Policy head: dense (one logit per action id from the last hidden layer) or features (logit = "
         "<f(s), g(E[a])>, scoring each action by the env's fixed action-feature table E; only for envs that have "

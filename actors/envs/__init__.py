@@ -24,10 +24,12 @@ def _allowed_kwargs(cls: type) -> list[str]:
     return [p for p in sig.parameters if p not in ("self", *RESERVED_KWARGS)]
 
 
-def make_env(cfg: Config, agent_id: int, copy_index: int = 0) -> AgentEnv:
+def make_env(cfg: Config, agent_id: int, copy_index: int = 0, replayable: bool = False) -> AgentEnv:
     """One env copy for `agent_id`: built-in by name, else a PettingZoo factory 'package.module:factory'.
     Honours cfg.env.max_episode_steps (truncation) and cfg.env.kwargs. `copy_index` tells copies apart
-    (kept on the env as `copy_index`; episodes are seeded by reset, so copies never share randomness)."""
+    (kept on the env as `copy_index`; episodes are seeded by reset, so copies never share randomness).
+    `replayable`: the caller replays episodes from their seed (the explanation); a built-in env that trades
+    that for speed in training takes a `replayable` keyword (pong's envpool backend), set True here."""
     name, kwargs = cfg.env.name, dict(cfg.env.kwargs or {})
     check_env_name(name)
     if name in BUILTIN_ENVS:
@@ -37,6 +39,8 @@ def make_env(cfg: Config, agent_id: int, copy_index: int = 0) -> AgentEnv:
         if unknown:
             raise ConfigError(f"env.kwargs for {name!r}: unknown {', '.join(map(repr, unknown))}; "
                               f"allowed: {', '.join(allowed)}")
+        if replayable and "replayable" in allowed:
+            kwargs["replayable"] = True
         try:
             env = cls(agent_id, cfg.run.agents, max_episode_steps=cfg.env.max_episode_steps, **kwargs)
         except (TypeError, ValueError) as e:

@@ -52,6 +52,9 @@ class AgentEnv(ABC):
     # names of rule or search players the env can seat itself (`set_episode_opponent("search:2")`); "search"
     # stands for "search:<depth>"
     builtin_players: tuple[str, ...] = ()
+    # True: `step_async` hands the step to a thread of the env's own (pong's EnvPool backend), so an actor's
+    # copies step at the same time; False: the step runs in `step_wait` (`_recv`)
+    overlaps_steps: bool = False
 
     def __init__(self, agent_id: int, max_episode_steps: int = 0):
         self._agent_id = int(agent_id)
@@ -61,6 +64,7 @@ class AgentEnv(ABC):
         self._schedule: Callable[[int], Opponent] | None = None  # seed -> the episode's opponent
         self._opp_rng = np.random.default_rng(0)           # reseeded per episode, so seeds fix dynamics
         self._t = 0
+        self._pending = 0                                   # the action step_async started
         self._legal: np.ndarray | None = None
         self._done = True
 
@@ -83,10 +87,21 @@ class AgentEnv(ABC):
     def step(self, action: int) -> tuple[np.ndarray, np.ndarray, float, bool, bool, dict]:
         """Apply the agent's action; other seats move inside. Returns obs, legal, reward, terminated,
         truncated, info. An illegal action raises ValueError (never silently replaced)."""
+        self.step_async(action)
+        return self.step_wait()
+
+    def step_async(self, action: int) -> None:
+        """The first half of `step`: check the action and start the step; `step_wait` returns its outcome.
+        Envs with `overlaps_steps` compute it elsewhere meanwhile, so an actor starts every copy's step before
+        it waits for the first (the others run it in `step_wait`)."""
         if self._done:
             raise RuntimeError(f"{type(self).__name__}.step() called after the episode ended; call reset() first")
-        a = self._check_action(action)
-        obs, legal, reward, term, trunc, info = self._step(a)
+        self._pending = self._check_action(action)
+        self._send(self._pending)
+
+    def step_wait(self) -> tuple[np.ndarray, np.ndarray, float, bool, bool, dict]:
+        """The second half of `step`: the outcome of the step `step_async` started."""
+        obs, legal, reward, term, trunc, info = self._recv(self._pending)
         self._t += 1
         if not (term or trunc) and self.max_episode_steps and self._t >= self.max_episode_steps:
             trunc = True
@@ -130,6 +145,13 @@ class AgentEnv(ABC):
     @abstractmethod
     def _reset(self, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
         ...
+
+    def _send(self, action: int) -> None:
+        """Start a step elsewhere (envs with `overlaps_steps`); by default nothing: `_recv` runs `_step`."""
+
+    def _recv(self, action: int) -> tuple[np.ndarray, np.ndarray, float, bool, bool, dict]:
+        """The outcome of the step `_send` started; by default the whole step, `_step(action)`."""
+        return self._step(action)
 
     @abstractmethod
     def _step(self, action: int) -> tuple[np.ndarray, np.ndarray, float, bool, bool, dict]:

@@ -46,7 +46,7 @@ from torch import nn
 
 from magicmask.explain.baselines.base import Explainer, seeded
 from magicmask.explain.episodes import record_episode
-from magicmask.models.networks import StackedNatureCNN
+from magicmask.models.networks import StackedCNN
 
 with warnings.catch_warnings():  # gpytorch's import uses torch.jit.script, deprecated in recent torch
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -123,13 +123,13 @@ class EdgeGP(gpytorch.models.ApproximateGP):
 
 
 class ImageTorso(nn.Module):
-    """The Nature CNN of the agent's networks (one slice of `StackedNatureCNN`) on [B, T, C, H, W] pixels."""
+    """The agent's CNN torso (one slice of `StackedCNN`, the same kind) on [B, T, C, H, W] pixels."""
 
-    def __init__(self, image: tuple[int, int, int]):
+    def __init__(self, image: tuple[int, int, int], torso: str = "nature"):
         super().__init__()
         self.image = image
-        self.cnn = StackedNatureCNN(1, image[0], image[1:])
-        self.out_features = 512
+        self.cnn = StackedCNN(1, image[0], image[1:], torso=torso)
+        self.out_features = self.cnn.out_features
 
     def forward(self, obs):
         b, t = obs.shape[:2]
@@ -139,10 +139,10 @@ class ImageTorso(nn.Module):
 class EdgeEncoder(nn.Module):
     """(obs, action) sequences -> GP inputs [B, T, 2*feat] and mixing weights [B, T]."""
 
-    def __init__(self, obs_dim, n_actions, enc_hidden, act_emb, rnn_hidden, feat, image=None):
+    def __init__(self, obs_dim, n_actions, enc_hidden, act_emb, rnn_hidden, feat, image=None, torso="nature"):
         super().__init__()
         if image is not None:
-            self.obs_encoder = ImageTorso(image)
+            self.obs_encoder = ImageTorso(image, torso)
             width = self.obs_encoder.out_features
         else:
             self.obs_encoder = nn.Sequential(nn.Linear(obs_dim, enc_hidden), nn.Tanh(),
@@ -209,6 +209,7 @@ class EdgeExplainer(Explainer):
         n_actions = run.policies[agent].nets.n_actions
         obs_dim = int(np.prod(episodes[0].obs.shape[1:]))
         self.image = run.policies[agent].nets.image_shape   # the agent's networks read images with the CNN
+        self.torso = getattr(run.policies[agent].nets, "cnn_torso", "nature")
         T = max(ep.length for ep in episodes)
         obs, act, valid = pad(episodes, T, self.image)
         y = torch.tensor([ep.ret for ep in episodes], dtype=torch.float64)
@@ -224,7 +225,7 @@ class EdgeExplainer(Explainer):
         with seeded(seed * 1000003 + agent + 29):
             gen = torch.Generator().manual_seed(int(seed) * 7919 + agent + 29)
             self.encoder = EdgeEncoder(obs_dim, n_actions, self.ENC_HIDDEN, self.ACT_EMB, self.RNN_HIDDEN,
-                                       self.FEAT, self.image).double()
+                                       self.FEAT, self.image, self.torso).double()
             with torch.no_grad():
                 z0, _ = self.encoder(obs, act, valid)
             pts = z0[valid]

@@ -28,6 +28,8 @@ no eta(pi_bar) estimate.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -61,7 +63,9 @@ class StateMaskExplainer(Explainer):
         self.returns: list[float] = []          # env returns of the masked behaviour, for diagnostics
         with seeded(seed * 1000003 + agent):
             gen = torch.Generator().manual_seed(int(seed) * 7919 + agent)
-            self.nets = build_nets(spec, cfg.ppo, cfg.mask, 1, seed=int(gen.initial_seed()) & 0x7FFFFFFF)
+            # a torso of its own whatever the agent's ppo.mask_torso: this post-hoc mask has no trained policy torso
+            self.nets = build_nets(spec, replace(cfg.ppo, mask_torso="own"), cfg.mask, 1,
+                                   seed=int(gen.initial_seed()) & 0x7FFFFFFF)
             params = self.nets.mask_parameters()
             self.n_params = sum(p.numel() for p in params)
             opt = torch.optim.Adam(params, lr=self.LR, eps=1e-5)

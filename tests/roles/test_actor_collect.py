@@ -119,3 +119,38 @@ def test_a_stop_ends_a_fragment_at_the_next_step(tmp_path):
         assert out is None and len(calls) == 5 and actor.t == 5 * E
     finally:
         actor.links.close()
+
+
+def test_copies_that_overlap_steps_start_every_step_before_reading_one(tmp_path):
+    """An env with `overlaps_steps` (pong's EnvPool backend: each copy steps in a thread of its own): collect
+    starts all copies' steps before it reads the first outcome, and the fragment is the one the plain
+    step-by-step loop records."""
+    cfg = C.load(overrides=free_port_overrides() + [
+        "env.name=gates", "run.agents=1", f"env.copies={E}", "actor.fragment_len=40", "ppo.hidden=16",
+        "actor.report_every=1000000"], environ={})
+    fragments, orders = [], []
+    for overlap in (False, True):
+        actor = Actor(cfg, 0, tmp_path / str(overlap))
+        actor.links.connect()
+        try:
+            actor.peers.load(0, nets_for(actor.spec, cfg.ppo.hidden, 1, seed=3).agent_state(0), 0)
+            calls = []
+            for c, env in enumerate(actor.envs):
+                env.overlaps_steps = overlap
+                for name in ("step_async", "step_wait"):
+                    def logged(*args, _f=getattr(env, name), _name=name, _c=c):
+                        calls.append((_name, _c))
+                        return _f(*args)
+                    setattr(env, name, logged)
+            state = [actor.reset_copy(c) for c in range(E)]
+            buf = actor.collect([s[0] for s in state], [s[1] for s in state], np.zeros(E, np.int64))
+            fragments.append(buf)
+            orders.append(calls)
+        finally:
+            actor.links.close()
+    plain, overlapped = fragments
+    for name in ("obs", "actions", "rewards", "terminated", "m"):
+        np.testing.assert_array_equal(plain[name], overlapped[name], err_msg=name)
+    step = [("step_async", c) for c in range(E)] + [("step_wait", c) for c in range(E)]
+    assert orders[1] == step * 40                                       # all started, then all read
+    assert orders[0][:2 * E] == [(n, c) for c in range(E) for n in ("step_async", "step_wait")]

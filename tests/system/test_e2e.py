@@ -235,6 +235,8 @@ def test_broker_death_past_its_restart_budget_stops_the_run_with_its_log_tail(tm
     ("highway.yaml", ["run.agents=2", "run.total_steps=256", "actor.fragment_len=32", "env.eval_every=0"]),
     pytest.param("pong.yaml", ["run.agents=1", "run.total_steps=512", "actor.fragment_len=32", "env.eval_every=0"],
                  marks=pytest.mark.slow),
+    pytest.param("pong-cpu.yaml", ["run.total_steps=1024", "actor.fragment_len=32", "env.eval_every=1000",
+                                   "env.eval_episodes=1"], marks=pytest.mark.slow),   # EnvPool, small torso
     pytest.param("pong2.yaml", ["run.total_steps=256", "actor.fragment_len=32", "env.max_episode_steps=100"],
                  marks=pytest.mark.slow),
 ])

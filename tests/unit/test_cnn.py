@@ -1,5 +1,6 @@
-"""The stacked Nature-CNN: one grouped convolution over all agents equals each agent's own network; which
-observations the built-in networks read with it (images from 36 x 36 up)."""
+"""The stacked CNN torsos: one grouped convolution over all agents equals each agent's own network; which
+observations the built-in networks read with them (images from 36 x 36 up for the Nature CNN, 20 x 20 for the
+small one); the mask reading the policy torso with its gradient stopped."""
 import numpy as np
 import torch
 
@@ -50,3 +51,46 @@ def test_the_cnn_reads_images_from_36_pixels_and_smaller_ones_are_flattened():
         assert (nets.image_shape == shape) == cnn and (nets.torso is not None) == cnn, shape
         logits, value, *_ = nets(torch.zeros(1, 2, *shape, dtype=torch.uint8))
         assert logits.shape == (1, 2, 5) and value.shape == (1, 2)
+
+
+def test_the_small_torso_reads_42_pixel_frames_and_is_smaller():
+    from magicmask.models.networks import cnn_min_side
+    assert cnn_min_side("nature") == 36 and cnn_min_side("small") == 20
+    spec = EnvSpec((4, 42, 42), "uint8", 6, 1, False)
+    small, nature = nets_for(spec, 16, 1, cnn_torso="small"), nets_for(spec, 16, 1)
+    assert small.torso.out_features == 256 and len(small.torso.convs) == 2
+    assert small.torso.fc.weight.shape[1:] == (32 * 3 * 3, 256)        # 42 -> 9 -> 3 pixels, 32 channels
+    count = lambda n: sum(p.numel() for p in n.parameters())           # noqa: E731
+    assert count(small) < count(nature)
+    logits, value, m, mv = small(torch.zeros(1, 3, 4, 42, 42, dtype=torch.uint8))
+    assert logits.shape == (1, 3, 6) and m.shape == (1, 3)
+    assert nets_for(EnvSpec((4, 24, 24), "uint8", 6, 1, False), 16, 1, cnn_torso="small").image_shape == (4, 24, 24)
+    assert nets_for(EnvSpec((4, 24, 24), "uint8", 6, 1, False), 16, 1).image_shape is None   # too small for nature
+
+
+def test_a_mask_on_the_policy_torso_trains_only_its_heads():
+    spec = EnvSpec((4, 42, 42), "uint8", 6, 1, False)
+    nets = nets_for(spec, 16, 1, seed=0, cnn_torso="small", mask_torso="policy")
+    assert nets.mask_torso is None
+    mask_ids = {id(p) for p in nets.mask_parameters()}
+    assert mask_ids.isdisjoint(id(p) for p in nets.policy_parameters())
+    assert len(mask_ids) + len(nets.policy_parameters()) == len(list(nets.parameters()))
+    obs = torch.randint(0, 256, (1, 8, 4, 42, 42), dtype=torch.uint8)
+    _, _, m, mv = nets(obs)
+    (m.sum() + mv.sum()).backward()                       # the mask's loss alone
+    assert all(p.grad is None for p in nets.torso.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in nets.mask_parameters())
+    # the saliency asks dm/dobs: it flows through the shared torso
+    x = obs.float().requires_grad_(True)
+    (g,) = torch.autograd.grad(torch.sigmoid(nets(x)[2]).sum(), x)
+    assert g.abs().sum() > 0
+    own = nets_for(spec, 16, 1, seed=0, cnn_torso="small")
+    assert sum(p.numel() for p in own.mask_parameters()) > 10 * len(mask_ids)
+
+
+def test_torso_options_that_do_not_fit_are_errors_naming_the_field():
+    import pytest
+    with pytest.raises(ValueError, match="ppo.cnn_torso='tiny'"):
+        nets_for(EnvSpec((4, 42, 42), "uint8", 6, 1, False), 16, 1, cnn_torso="tiny")
+    with pytest.raises(ValueError, match="ppo.mask_torso='policy'.*use 'own'"):
+        nets_for(EnvSpec((20,), "float32", 4, 1, False), 16, 1, mask_torso="policy")
