@@ -16,6 +16,9 @@ from magicmask.protocol.messages import HEARTBEAT, KINDS, Message, ProtocolError
 
 
 def tcp(host: str, port: int) -> str:
+    """A ZeroMQ tcp endpoint; an IPv6 literal goes in brackets (net.host=::1 -> tcp://[::1]:port)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
     return f"tcp://{host}:{port}"
 
 
@@ -31,6 +34,7 @@ def make_socket(ctx: zmq.Context, kind: int, *, hwm: int = 1000, max_bytes: int 
     """
     s = ctx.socket(kind)
     s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.IPV6, 1)   # IPv6 addresses too (net.host=::1); IPv4 ones work as before
     s.setsockopt(zmq.SNDHWM, hwm)
     s.setsockopt(zmq.RCVHWM, hwm)
     if max_bytes:
@@ -71,11 +75,7 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     all n are held open until every one is picked, so they differ."""
     socks = []
     try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+        return [_bind(host, 0, socks) for _ in range(n)]
     finally:
         for s in socks:
             s.close()
@@ -105,9 +105,11 @@ def free_run_ports(n_sockets: int, n_metrics: int, host: str = "127.0.0.1", trie
 
 
 def _bind(host: str, port: int, socks: list) -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """Bind a TCP socket on host:port (port 0: the kernel picks), IPv4 or IPv6 as the host is (net.host=::1)."""
+    family = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0][0]
+    s = socket.socket(family, socket.SOCK_STREAM)
     socks.append(s)
-    s.bind((host, port))
+    s.bind((host.strip("[]"), port))
     return s.getsockname()[1]
 
 

@@ -22,6 +22,31 @@ def test_loopback_ports_at_their_defaults_are_replaced_by_free_ones():
     check_ports(cfg)   # all of them free, the metrics block (broker, learner, 3 actors) included
 
 
+@pytest.mark.skipif(not socket.has_ipv6, reason="this Python has no IPv6")
+def test_an_ipv6_loopback_gets_free_ports_and_sockets_that_reach_each_other():
+    try:
+        socket.socket(socket.AF_INET6).bind(("::1", 0))
+    except OSError as e:
+        pytest.skip(f"no IPv6 loopback on this machine: {e}")
+    cfg = C.load(overrides=["run.agents=2", "net.host=::1"], environ={})
+    assert len(take_ports(cfg)) == 7 and cfg.net.broker_router_port != DEFAULTS.broker_router_port
+    with socket.socket(socket.AF_INET6) as s:
+        s.bind(("::1", cfg.net.broker_router_port))   # a port free on ::1, where the run will bind it
+    # and the run's sockets bind and connect there (tcp://[::1]:port, ZeroMQ's IPV6 option)
+    import zmq
+    from magicmask.protocol.transport import make_socket, tcp
+    assert tcp("::1", 5) == "tcp://[::1]:5" and tcp("127.0.0.1", 5) == "tcp://127.0.0.1:5"
+    ctx = zmq.Context()
+    try:
+        pull, push = make_socket(ctx, zmq.PULL), make_socket(ctx, zmq.PUSH)
+        pull.bind(tcp("::1", cfg.net.broker_router_port))
+        push.connect(tcp("::1", cfg.net.broker_router_port))
+        push.send(b"over ipv6")
+        assert pull.poll(5000) and pull.recv() == b"over ipv6"
+    finally:
+        ctx.destroy(linger=0)
+
+
 def test_ports_set_by_the_user_a_remote_host_or_auto_ports_false_are_kept():
     cfg = C.load(overrides=["net.broker_reports_port=6001", "net.metrics_port=0"], environ={})
     take_ports(cfg)
