@@ -64,6 +64,8 @@ class Actor:
         self.peers = PeerPolicies(self.spec, cfg, self.seed)
         self.league = League(self.spec, cfg)
         self.opponent_mix = opponent_mix(cfg.env.opponents)
+        # snapshots are kept only where an episode can draw one (each costs a copy of the networks)
+        self.league_plays = self.envs[0].per_episode_opponent and self.opponent_mix.get("league", 0) > 0
         for env in self.envs:
             env.set_opponent(self.play_other_seat)
         self.keys = StateKeys(self.spec.obs_dim, cfg.actor.key_dim, cfg.actor.key_seed)
@@ -168,7 +170,8 @@ class Actor:
         except ValueError as e:
             self.drops.drop("weights", "shape", str(e))
             return
-        self.league.offer(target, msg.arrays, msg.policy_version)
+        if self.league_plays:
+            self.league.offer(target, msg.arrays, msg.policy_version)
         if target == self.agent:
             self.version = msg.policy_version
             self.t = max(self.t, int(msg.body.get("env_steps", 0)))  # resume keeps the epsilon schedule

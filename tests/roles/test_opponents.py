@@ -4,6 +4,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 
 from magicmask.actors.actor import Actor
 from magicmask.actors.envs import env_spec, make_env
@@ -11,6 +12,8 @@ from magicmask.actors.envs.base import RANDOM_OPPONENT
 from magicmask.actors.league import LEAGUE_ID0, League
 from magicmask.models.networks import build_nets
 from magicmask.protocol import config as C
+from magicmask.protocol import messages as M
+from magicmask.protocol.codec import decode
 from magicmask.protocol.opponents import opponent_mix
 
 
@@ -45,6 +48,28 @@ def test_the_league_keeps_spaced_snapshots_and_forgets_the_oldest():
     legal[:6] = False                                            # only column 6 is legal
     assert league.act(league.sample(rng), obs, legal, rng) == 6
     assert League(spec, cfg).sample(rng) is None
+
+
+def test_league_snapshots_are_copies_and_kept_only_where_a_draw_can_use_them(tmp_path):
+    cfg = _cfg("env.league_every=1")
+    spec = env_spec(cfg)
+    league = League(spec, cfg)
+    a, b = (build_nets(spec, cfg.ppo, cfg.mask, 1, seed=s).agent_state(0) for s in (0, 1))
+    league.offer(0, a, 0)
+    league.offer(0, b, 1)
+    obs = np.random.default_rng(0).random((1, *spec.obs_shape)).astype(np.float32)   # not the empty board: logits 0
+    first, second = (snap.logits(obs) for _, _, snap in league.snapshots)
+    assert not np.allclose(first, second)                       # each holds its own weights, not the last ones
+    np.testing.assert_allclose(first, build_nets(spec, cfg.ppo, cfg.mask, 1, seed=0)(
+        torch.as_tensor(obs)[None])[0][0].detach().numpy(), rtol=1e-5, atol=1e-6)
+    # an actor whose mixture has no league, or whose env seats no opponent per episode, keeps no snapshot
+    for extra, plays in ((("env.opponents=peers=1",), False), (("env.opponents=league=1",), True),
+                         (("env.name=gates", "env.opponents=league=1"), False)):
+        actor = Actor(_cfg(*extra), 0, tmp_path / str(len(extra)) / str(plays))
+        assert actor.league_plays is plays
+        w = build_nets(actor.spec, actor.cfg.ppo, actor.cfg.mask, 1, seed=0).agent_state(0)
+        actor.on_weights(decode(actor.sender.pack(M.WEIGHTS, {"target": 1}, w, policy_version=1), 1 << 30))
+        assert len(actor.league) == int(plays)
 
 
 def test_the_mixture_draws_as_rng_choice_does():
