@@ -158,11 +158,15 @@ def cnn_min_side(torso: str) -> int:
 
 class StackedCNN(nn.Module):
     """A DQN-style torso (`CNN_TORSOS`: the Nature CNN, or the 2013 DQN's smaller one): convolutions, then one
-    fully connected layer, ReLU after each, pixels scaled by 1/255; stacked over agents.
-    x[N, B, C, H, W] -> [N, B, out_features]."""
+    fully connected layer, ReLU after each; stacked over agents. x[N, B, C, H, W] -> [N, B, out_features].
+    Pixels enter scaled by 1/255 (`standardize` False, the DQN's) or standardised per observation (minus the
+    mean of its pixels, over their standard deviation): small bright objects on a constant background, such as
+    Pong's ball in 42x42 frames, then move the features ~3x more at initialisation (docs/RESULTS.md)."""
 
-    def __init__(self, n_agents: int, in_ch: int, hw: tuple[int, int], generator=None, torso: str = "nature"):
+    def __init__(self, n_agents: int, in_ch: int, hw: tuple[int, int], generator=None, torso: str = "nature",
+                 standardize: bool = False):
         super().__init__()
+        self.standardize = standardize
         layers, self.out_features = CNN_TORSOS[torso]
         self.convs = nn.ModuleList()
         h, w = hw
@@ -173,7 +177,11 @@ class StackedCNN(nn.Module):
 
     def forward(self, x: torch.Tensor, sel=slice(None)) -> torch.Tensor:
         n, b = x.shape[:2]
-        y = x.transpose(0, 1).reshape(b, n * x.shape[2], *x.shape[3:]) / 255.0  # agents' channels side by side
+        if self.standardize:   # per observation: over its channels and pixels
+            x = (x - x.mean((2, 3, 4), keepdim=True)) / (x.std((2, 3, 4), keepdim=True) + 1e-3)
+        else:
+            x = x / 255.0
+        y = x.transpose(0, 1).reshape(b, n * x.shape[2], *x.shape[3:])   # agents' channels side by side
         for conv in self.convs:
             y = torch.relu(conv(y, sel))
         y = y.reshape(b, n, -1).transpose(0, 1)                                   # back to [N, B, features]
@@ -191,6 +199,7 @@ class StackedNets(nn.Module, ABC):
     n_actions: int
     image_shape: tuple | None = None   # (C, H, W) where a CNN reads image observations (the report's saliency)
     cnn_torso: str = "nature"          # which of CNN_TORSOS reads them
+    cnn_input: str = "scale"           # and how their pixels enter it (CNN_INPUTS)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -248,11 +257,11 @@ class AgentNets(StackedNets):
     def __init__(self, n_agents: int, obs_dim: int, n_actions: int, hidden: int = 64,
                  mask_init_bias: float = 0.0, seed: int | None = None, image_shape: tuple | None = None,
                  action_features: np.ndarray | None = None, board: tuple | None = None, cnn_torso: str = "nature",
-                 mask_torso: str = "own"):
+                 mask_torso: str = "own", cnn_input: str = "scale"):
         super().__init__()
         self.n_agents, self.obs_dim, self.n_actions, self.hidden = n_agents, obs_dim, n_actions, hidden
         self.image_shape = tuple(image_shape) if image_shape else None
-        self.cnn_torso = cnn_torso
+        self.cnn_torso, self.cnn_input = cnn_torso, cnn_input
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         self.action_encoder = self.torso = self.mask_torso = None   # the CNN torsos: image observations only
         self._embedding_cache = None
@@ -267,9 +276,10 @@ class AgentNets(StackedNets):
             self.action_encoder = StackedMLP(n_agents, table.shape[1], hidden, hidden, 1.0, generator=gen)
         if self.image_shape:
             c, h, w = self.image_shape
-            self.torso = StackedCNN(n_agents, c, (h, w), gen, cnn_torso)
+            std = cnn_input == "standardize"
+            self.torso = StackedCNN(n_agents, c, (h, w), gen, cnn_torso, std)
             if mask_torso == "own":
-                self.mask_torso = StackedCNN(n_agents, c, (h, w), gen, cnn_torso)
+                self.mask_torso = StackedCNN(n_agents, c, (h, w), gen, cnn_torso, std)
             f = self.torso.out_features
             self.policy = StackedLinear(n_agents, f, n_actions, 0.01, generator=gen)
             self.value = StackedLinear(n_agents, f, 1, 1.0, generator=gen)
@@ -341,6 +351,7 @@ class AgentNets(StackedNets):
 
 ACTION_HEADS = ("dense", "features")
 MASK_TORSOS = ("own", "policy")
+CNN_INPUTS = ("scale", "standardize")
 def image_shape(spec, torso: str = "nature") -> tuple[int, int, int] | None:
     """(C, H, W) when the built-in networks read the spec's observations with the CNN: a 3-d obs_shape is an
     image, channels first (pong's frame stacks; a PettingZoo env's uint8 images, transposed by its adapter),
@@ -353,7 +364,7 @@ def image_shape(spec, torso: str = "nature") -> tuple[int, int, int] | None:
 
 def nets_for(spec, hidden: int, n_agents: int, mask_init_bias: float = 0.0, seed: int | None = None,
              action_head: str = "dense", board_filters: int = 0, board_kernel: int = 4,
-             cnn_torso: str = "nature", mask_torso: str = "own") -> AgentNets:
+             cnn_torso: str = "nature", mask_torso: str = "own", cnn_input: str = "scale") -> AgentNets:
     """The built-in networks for agents with `spec.obs_shape`: the CNN `cnn_torso` for images (`image_shape`), MLPs
     otherwise, after a board convolution of `board_filters` filters when that is > 0 (the spec must have a
     `board_shape`); the "features" action head scores actions with the table the spec names (`spec.action_features`)."""
@@ -361,6 +372,8 @@ def nets_for(spec, hidden: int, n_agents: int, mask_init_bias: float = 0.0, seed
         raise ValueError(f"ppo.action_head={action_head!r}: allowed values are {', '.join(ACTION_HEADS)}")
     if cnn_torso not in CNN_TORSOS:
         raise ValueError(f"ppo.cnn_torso={cnn_torso!r}: allowed values are {', '.join(CNN_TORSOS)}")
+    if cnn_input not in CNN_INPUTS:
+        raise ValueError(f"ppo.cnn_input={cnn_input!r}: allowed values are {', '.join(CNN_INPUTS)}")
     if mask_torso not in MASK_TORSOS or (mask_torso != "own" and not image_shape(spec, cnn_torso)):
         raise ValueError(f"ppo.mask_torso={mask_torso!r}: allowed values are {', '.join(MASK_TORSOS)}; 'policy' "
                          f"needs image observations (env {spec.name or '?'!r} has {spec.obs_shape}: use 'own')")
@@ -379,18 +392,18 @@ def nets_for(spec, hidden: int, n_agents: int, mask_init_bias: float = 0.0, seed
         table = action_feature_table(spec.action_features)
     return AgentNets(n_agents, spec.obs_dim, spec.n_actions, hidden, mask_init_bias, seed,
                      image_shape=image_shape(spec, cnn_torso), action_features=table, board=board, cnn_torso=cnn_torso,
-                     mask_torso=mask_torso)
+                     mask_torso=mask_torso, cnn_input=cnn_input)
 
 
 def build_nets(spec, ppo, mask, n_agents: int, seed: int | None = None) -> StackedNets:
     """The one place every role builds networks (learner, actor, explain): for `n_agents` agents with
     `spec.obs_shape`, your factory `ppo.network` when set (its output checked, models/custom_network.py),
-    else the built-in ones (`nets_for` with ppo.hidden, mask.init_bias, ppo.action_head, ppo.board_*, ppo.cnn_torso and
-    ppo.mask_torso)."""
+    else the built-in ones (`nets_for` with ppo.hidden, mask.init_bias, ppo.action_head, ppo.board_*, ppo.cnn_torso,
+    ppo.mask_torso and ppo.cnn_input)."""
     if ppo.network:
         return custom_nets(spec, ppo, mask, n_agents, seed)
     return nets_for(spec, ppo.hidden, n_agents, mask.init_bias, seed, ppo.action_head, ppo.board_filters,
-                    ppo.board_kernel, ppo.cnn_torso, ppo.mask_torso)
+                    ppo.board_kernel, ppo.cnn_torso, ppo.mask_torso, ppo.cnn_input)
 
 
 def group_nets(spec, ppo, mask, seed: int | None = None) -> list[tuple[list[int], StackedNets]]:

@@ -167,6 +167,10 @@ class PPOConfig:
         "the policy torso's features with the gradient stopped: half the convolutions in the actor and the learner, "
         "and the mask's loss never moves the policy's features; pong-cpu.yaml). Flat observations: own only.",
         choices=["own", "policy"])
+    cnn_input: str = opt(
+        "scale", "How image pixels enter the CNN torso: scale (divided by 255, the DQN's) or standardize (each "
+        "observation minus the mean of its pixels, over their standard deviation: small objects on a constant "
+        "background, such as Pong's ball in 42x42 frames, stand out; pong-cpu.yaml).", choices=["scale", "standardize"])
     action_head: str = opt(
         "dense", "Policy head: dense (one logit per action id from the last hidden layer) or features (logit = "
         "<f(s), g(E[a])>, scoring each action by the env's fixed action-feature table E; only for envs that have "

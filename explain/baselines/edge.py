@@ -125,10 +125,10 @@ class EdgeGP(gpytorch.models.ApproximateGP):
 class ImageTorso(nn.Module):
     """The agent's CNN torso (one slice of `StackedCNN`, the same kind) on [B, T, C, H, W] pixels."""
 
-    def __init__(self, image: tuple[int, int, int], torso: str = "nature"):
+    def __init__(self, image: tuple[int, int, int], torso: str = "nature", cnn_input: str = "scale"):
         super().__init__()
         self.image = image
-        self.cnn = StackedCNN(1, image[0], image[1:], torso=torso)
+        self.cnn = StackedCNN(1, image[0], image[1:], torso=torso, standardize=cnn_input == "standardize")
         self.out_features = self.cnn.out_features
 
     def forward(self, obs):
@@ -139,10 +139,10 @@ class ImageTorso(nn.Module):
 class EdgeEncoder(nn.Module):
     """(obs, action) sequences -> GP inputs [B, T, 2*feat] and mixing weights [B, T]."""
 
-    def __init__(self, obs_dim, n_actions, enc_hidden, act_emb, rnn_hidden, feat, image=None, torso="nature"):
+    def __init__(self, obs_dim, n_actions, enc_hidden, act_emb, rnn_hidden, feat, image=None, torso=("nature", "scale")):
         super().__init__()
         if image is not None:
-            self.obs_encoder = ImageTorso(image, torso)
+            self.obs_encoder = ImageTorso(image, *torso)
             width = self.obs_encoder.out_features
         else:
             self.obs_encoder = nn.Sequential(nn.Linear(obs_dim, enc_hidden), nn.Tanh(),
@@ -209,7 +209,8 @@ class EdgeExplainer(Explainer):
         n_actions = run.policies[agent].nets.n_actions
         obs_dim = int(np.prod(episodes[0].obs.shape[1:]))
         self.image = run.policies[agent].nets.image_shape   # the agent's networks read images with the CNN
-        self.torso = getattr(run.policies[agent].nets, "cnn_torso", "nature")
+        nets = run.policies[agent].nets
+        self.torso = (getattr(nets, "cnn_torso", "nature"), getattr(nets, "cnn_input", "scale"))
         T = max(ep.length for ep in episodes)
         obs, act, valid = pad(episodes, T, self.image)
         y = torch.tensor([ep.ret for ep in episodes], dtype=torch.float64)

@@ -94,3 +94,15 @@ def test_torso_options_that_do_not_fit_are_errors_naming_the_field():
         nets_for(EnvSpec((4, 42, 42), "uint8", 6, 1, False), 16, 1, cnn_torso="tiny")
     with pytest.raises(ValueError, match="ppo.mask_torso='policy'.*use 'own'"):
         nets_for(EnvSpec((20,), "float32", 4, 1, False), 16, 1, mask_torso="policy")
+
+
+def test_standardised_input_ignores_brightness_and_contrast_of_the_frame():
+    spec = EnvSpec((4, 42, 42), "uint8", 6, 1, False)
+    std = nets_for(spec, 16, 1, seed=0, cnn_torso="small", cnn_input="standardize")
+    scale = nets_for(spec, 16, 1, seed=0, cnn_torso="small")
+    x = torch.randint(60, 120, (1, 3, 4, 42, 42)).float()
+    brighter = x * 1.5 + 20                                   # the same picture, other brightness and contrast
+    torch.testing.assert_close(std(x)[0], std(brighter)[0], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(scale(x)[0], scale(brighter)[0], atol=1e-4)
+    with __import__("pytest").raises(ValueError, match="ppo.cnn_input='zscore'"):
+        nets_for(spec, 16, 1, cnn_input="zscore")
