@@ -286,7 +286,8 @@ class Actor:
         """Pack the fragment with the episodes it finished and the channel figures; the outbox sends it."""
         comm = {**self.guidance.comm, "at": time.time()}  # "at": to match them with the broker's snapshot log
         body = {"episodes": self.episodes, "env_steps": self.t, "eval": eval_stats, "comm": comm}
-        self.outbox.put(self.sender.pack(M.FRAGMENT, body, arrays, policy_version=self.version))
+        wire = {name: arrays[name] for name in M.SCHEMAS[M.FRAGMENT].arrays}   # the blocks, not their column views
+        self.outbox.put(self.sender.pack(M.FRAGMENT, body, wire, policy_version=self.version))
         self.episodes = []
 
 

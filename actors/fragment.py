@@ -6,22 +6,25 @@ from __future__ import annotations
 
 import numpy as np
 
+from magicmask.protocol import messages as M
 from magicmask.protocol.envspec import EnvSpec
-
-FLOATS = ("logp_mu", "logp_pi", "values", "mask_values", "rewards", "final_values", "final_mask_values", "m", "eps")
-FLAGS = ("terminated", "truncated", "perturbed", "masked", "mask_applied", "eps_random", "guided")
 
 
 class FragmentBuffer:
+    """`arrays`: the wire arrays of the Fragment schema (its columns of one dtype as one block) and every
+    column by name (`M.fragment_columns`: views into the blocks), which the rollout writes."""
+
     def __init__(self, spec: EnvSpec, T: int, E: int):
         self.T, self.E = T, E
-        self.arrays = {
+        wire = {
             "obs": np.zeros((T, E, *spec.obs_shape), spec.obs_dtype),
             "actions": np.zeros((T, E), np.int64),
             "legal": np.zeros((T, E, spec.n_actions), bool),
-            **{k: np.zeros((T, E), np.float32) for k in FLOATS},
-            **{k: np.zeros((T, E), bool) for k in FLAGS},
+            "floats": np.zeros((len(M.FRAGMENT_FLOATS), T, E), np.float32),
+            "flags": np.zeros((len(M.FRAGMENT_FLAGS), T, E), bool),
+            "boot": np.zeros((len(M.FRAGMENT_BOOT), E), np.float32),
         }
+        self.arrays = {**wire, **M.fragment_columns(wire)}
 
     def record_outcomes(self, t: int, rewards, terminated, truncated) -> None:
         """What the environment answered at step t, for every copy ([E] values each)."""
@@ -34,6 +37,5 @@ class FragmentBuffer:
 
     def bootstrap(self, value: np.ndarray, mask_value: np.ndarray) -> dict:
         """Close the fragment with the values of the observations after it; returns its arrays."""
-        self.arrays["boot_values"] = value.astype(np.float32)
-        self.arrays["boot_mask_values"] = mask_value.astype(np.float32)
+        self.arrays["boot_values"][:], self.arrays["boot_mask_values"][:] = value, mask_value
         return self.arrays

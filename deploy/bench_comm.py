@@ -280,7 +280,8 @@ def fragment_frames(cfg: C.Config, sender: Sender) -> list:
     rng = np.random.default_rng(0)
     arrays = {}
     for name, (dtype, shape) in M.SCHEMAS[M.FRAGMENT].arrays.items():
-        dims = [d for s in shape for d in (spec.obs_shape if s == "*obs" else [{"T": T, "E": E, "A": A}[s]])]
+        dims = [d for s in shape for d in (spec.obs_shape if s == "*obs" else
+                                           [s if type(s) is int else {"T": T, "E": E, "A": A}[s]])]
         dtype = spec.obs_dtype if dtype == "obs_dtype" else dtype
         arrays[name] = rng.random(dims).astype(dtype) if dtype.startswith("float") else np.zeros(dims, dtype)
     arrays["legal"][:] = True

@@ -310,10 +310,11 @@ class Learner:
         for a in agents:
             frags, self.pending[a] = self.pending[a][:k], self.pending[a][k:]
             per_agent.append(frags)
+        columns = [[M.fragment_columns(f.arrays) for f in frags] for frags in per_agent]
         batch = {}
-        for name in M.SCHEMAS[M.FRAGMENT].arrays:
-            axis = 0 if name.startswith("boot_") else 1  # fragments join along the copies axis
-            stacked = np.stack([np.concatenate([f.arrays[name] for f in frags], axis=axis) for frags in per_agent])
+        for name in M.FRAGMENT_COLUMNS:
+            axis = 0 if name in M.FRAGMENT_BOOT else 1  # fragments join along the copies axis
+            stacked = np.stack([np.concatenate([c[name] for c in cols], axis=axis) for cols in columns])
             batch[name] = torch.as_tensor(stacked, device=self.device)
         return batch
 

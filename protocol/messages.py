@@ -3,8 +3,13 @@
 Every message is a msgpack header (see `codec.py`) plus one raw frame per array. The schema of a kind
 names its body fields with their types and its arrays with dtype and shape. Shapes use symbols that the
 receiver binds from its run config (`T` fragment length, `E` env copies, `A` actions, `K` key size,
-`F` bytes of a finder bitmap, `obs` the observation shape); any other symbol must be the same wherever it
-appears in one message.
+`F` bytes of a finder bitmap, `obs` the observation shape); an int is that length; any other symbol must be
+the same wherever it appears in one message.
+
+A fragment's per-step columns of one dtype travel as one block (`FRAGMENT_FLOATS` rows of `floats`,
+`FRAGMENT_FLAGS` rows of `flags`, `FRAGMENT_BOOT` rows of `boot`): the receiver's decode and validate cost
+is per array (~5-10 us each in Python), and 18 columns as 3 blocks took a fragment's from 21 arrays to 6
+(docs/BENCHMARKS.md). `fragment_columns` gives the columns back by name, as views.
 """
 from __future__ import annotations
 
@@ -14,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
-PROTOCOL_VERSION = 2  # 2: a snapshot's finders are a packed bitmap per entry (1: an int64 bit set, <= 64 agents)
+# 3: a fragment's per-step columns travel as three blocks (floats, flags, boot) instead of 18 arrays
+# 2: a snapshot's finders are a packed bitmap per entry (1: an int64 bit set, <= 64 agents)
+PROTOCOL_VERSION = 3
 # Versions a receiver accepts: exactly its own (the format has no optional parts yet).
 COMPATIBLE_VERSIONS = (PROTOCOL_VERSION,)
 
@@ -55,6 +62,15 @@ class Schema:
 
 
 _STEP = ("T", "E")
+FRAGMENT_FLOATS = ("logp_mu", "logp_pi", "values", "mask_values", "rewards", "final_values", "final_mask_values",
+                   "m", "eps")
+FRAGMENT_FLAGS = ("terminated", "truncated", "perturbed",
+                  "masked",        # the mask's coin was part of the behaviour distribution
+                  "mask_applied",  # ... and decided the action (masked and not epsilon-random)
+                  "eps_random", "guided")
+FRAGMENT_BOOT = ("boot_values", "boot_mask_values")   # [E]: the values of the observations after the fragment
+# every column a learner reads, in this order; the [T, E, ...] ones, then the [E] ones
+FRAGMENT_COLUMNS = ("obs", "actions", "legal", *FRAGMENT_FLOATS, *FRAGMENT_FLAGS, *FRAGMENT_BOOT)
 SCHEMAS: dict[str, Schema] = {
     FRAGMENT: Schema(
         body={"episodes": list, "env_steps": int, "eval": dict},
@@ -62,24 +78,9 @@ SCHEMAS: dict[str, Schema] = {
             "obs": ("obs_dtype", ("T", "E", "*obs")),
             "actions": ("int64", _STEP),
             "legal": ("bool", ("T", "E", "A")),
-            "logp_mu": ("float32", _STEP),
-            "logp_pi": ("float32", _STEP),
-            "values": ("float32", _STEP),
-            "mask_values": ("float32", _STEP),
-            "rewards": ("float32", _STEP),
-            "terminated": ("bool", _STEP),
-            "truncated": ("bool", _STEP),
-            "final_values": ("float32", _STEP),
-            "final_mask_values": ("float32", _STEP),
-            "boot_values": ("float32", ("E",)),
-            "boot_mask_values": ("float32", ("E",)),
-            "m": ("float32", _STEP),
-            "perturbed": ("bool", _STEP),
-            "masked": ("bool", _STEP),        # the mask's coin was part of the behaviour distribution
-            "mask_applied": ("bool", _STEP),  # ... and decided the action (masked and not epsilon-random)
-            "eps_random": ("bool", _STEP),
-            "guided": ("bool", _STEP),
-            "eps": ("float32", _STEP),
+            "floats": ("float32", (len(FRAGMENT_FLOATS), "T", "E")),
+            "flags": ("bool", (len(FRAGMENT_FLAGS), "T", "E")),
+            "boot": ("float32", (len(FRAGMENT_BOOT), "E")),
         }),
     REPORT: Schema(
         body={"env_steps": int},
@@ -131,6 +132,14 @@ def snapshot_topic(receiver: int) -> bytes:
     return b"snap/%d/" % receiver
 
 
+def fragment_columns(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A fragment's columns by name (`FRAGMENT_COLUMNS`), the blocks' rows as views (nothing is copied)."""
+    cols = {"obs": arrays["obs"], "actions": arrays["actions"], "legal": arrays["legal"]}
+    for block, names in (("floats", FRAGMENT_FLOATS), ("flags", FRAGMENT_FLAGS), ("boot", FRAGMENT_BOOT)):
+        cols.update(zip(names, arrays[block]))
+    return cols
+
+
 def _type_ok(v: Any, t) -> bool:
     if t is float:
         return isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -169,7 +178,9 @@ def validate(msg: Message, context: dict[str, Any], allowed_kinds=KINDS) -> Mess
                 raise ProtocolError("dtype", f"{msg.kind}.{name}: dtype {arr.dtype.name}, expected {want_dtype}")
             want: list[int | None] = []
             for sym in shape:
-                if sym == "*obs":
+                if type(sym) is int:
+                    want.append(sym)
+                elif sym == "*obs":
                     want.extend(context["obs"]) if "obs" in context else want.extend([None] * (arr.ndim - len(shape) + 1))
                 elif sym in context:
                     want.append(int(context[sym]))

@@ -34,19 +34,31 @@ def free_port_overrides(metrics: bool = False, agents: int = 8) -> list[str]:
     return C.port_overrides(ports, base if metrics else 0)
 
 
-def fragment_arrays(cfg, spec, obs_shape=None):
-    """A valid all-zero Fragment's arrays for cfg's T x E and spec's shapes (uniform legal policy, m = 0.5)."""
+def fragment_columns(cfg, spec, obs_shape=None):
+    """A valid all-zero Fragment's columns by name (M.FRAGMENT_COLUMNS) for cfg's T x E and spec's shapes
+    (uniform legal policy, m = 0.5); `fragment_wire` packs them as the actor sends them."""
     T, E, A = cfg.actor.fragment_len, cfg.env.copies, spec.n_actions
-    arrays = {}
-    for name, (dtype, shape) in M.SCHEMAS[M.FRAGMENT].arrays.items():
-        dims = []
-        for s in shape:
-            dims.extend(obs_shape or spec.obs_shape if s == "*obs" else [{"T": T, "E": E, "A": A}[s]])
-        arrays[name] = np.zeros(dims, spec.obs_dtype if dtype == "obs_dtype" else dtype)
-    arrays["legal"][:] = True
-    arrays["logp_mu"][:] = arrays["logp_pi"][:] = -np.log(A)
-    arrays["m"][:] = 0.5
-    return arrays
+    cols = {"obs": np.zeros((T, E, *(obs_shape or spec.obs_shape)), spec.obs_dtype),
+            "actions": np.zeros((T, E), np.int64), "legal": np.ones((T, E, A), bool),
+            **{n: np.zeros((T, E), np.float32) for n in M.FRAGMENT_FLOATS},
+            **{n: np.zeros((T, E), bool) for n in M.FRAGMENT_FLAGS},
+            **{n: np.zeros(E, np.float32) for n in M.FRAGMENT_BOOT}}
+    cols["logp_mu"][:] = cols["logp_pi"][:] = -np.log(A)
+    cols["m"][:] = 0.5
+    return cols
+
+
+def fragment_wire(columns: dict) -> dict:
+    """A Fragment's wire arrays (protocol/messages.py: its columns of one dtype stacked as one block)."""
+    wire = {k: columns[k] for k in ("obs", "actions", "legal")}
+    for block, names in (("floats", M.FRAGMENT_FLOATS), ("flags", M.FRAGMENT_FLAGS), ("boot", M.FRAGMENT_BOOT)):
+        wire[block] = np.stack([np.asarray(columns[n]) for n in names])
+    return wire
+
+
+def fragment_arrays(cfg, spec, obs_shape=None):
+    """A valid all-zero Fragment's wire arrays (see fragment_columns)."""
+    return fragment_wire(fragment_columns(cfg, spec, obs_shape))
 
 
 def recv(sock, timeout_ms=5000):

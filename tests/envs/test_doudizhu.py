@@ -28,6 +28,7 @@ from magicmask.protocol.codec import Sender, decode
 from magicmask.protocol.config import ConfigError
 from magicmask.protocol.envspec import EnvSpec
 from magicmask.protocol.transport import tcp
+from tests.helpers import fragment_columns, fragment_wire
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[2]
@@ -340,15 +341,14 @@ def fragment(cfg, spec, agent, obs_shape=None, seed=0):
     shape = obs_shape or spec.for_agent(agent).obs_shape
     legal = np.zeros((T, E, spec.n_actions), bool)
     legal[..., 100:105] = True
-    arrays = {name: np.zeros([{"T": T, "E": E}[s] for s in dims], dtype) for name, (dtype, dims) in
-              M.SCHEMAS[M.FRAGMENT].arrays.items() if name not in ("obs", "legal")}
+    arrays = fragment_columns(cfg, spec)
     arrays.update(obs=rng.integers(0, 2, (T, E, *shape)).astype(np.int8), legal=legal,
                   actions=rng.integers(100, 105, (T, E)),
                   rewards=rng.choice([-1.0, 0.0, 1.0], (T, E)).astype(np.float32),
                   logp_mu=np.full((T, E), -np.log(5), np.float32), logp_pi=np.full((T, E), -np.log(5), np.float32),
                   m=np.full((T, E), 0.5, np.float32), masked=np.ones((T, E), bool), mask_applied=np.ones((T, E), bool),
                   perturbed=rng.random((T, E)) < 0.5)
-    return arrays
+    return fragment_wire(arrays)
 
 
 def recv(sock, timeout_ms=5000):

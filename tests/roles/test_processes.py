@@ -18,7 +18,7 @@ from magicmask.protocol import config as C
 from magicmask.protocol import messages as M
 from magicmask.protocol.codec import Sender, decode
 from magicmask.protocol.transport import tcp
-from tests.helpers import PATIENCE, fragment_arrays, recv, wait_until
+from tests.helpers import PATIENCE, fragment_arrays, fragment_columns, fragment_wire, recv, wait_until
 
 # Every wait below is for a condition, bounded by PATIENCE (tests/helpers.py); the limit of a whole test is
 # several of those, for a run that is merely slow, not broken
@@ -96,7 +96,8 @@ def test_learner_drops_malformed_input_and_keeps_serving(tmp_path, free_ports, c
             "oversized": [s.pack(M.FRAGMENT, body, fragment_arrays(cfg, spec, obs_shape=(1100,)))],
             "kind": [s.pack(M.HEARTBEAT, {"role": "actor"})],
             "shape": [s.pack(M.FRAGMENT, body, fragment_arrays(cfg, spec, obs_shape=(spec.obs_dim + 1,)))],
-            "value": [s.pack(M.FRAGMENT, body, {**good, "rewards": np.full_like(good["rewards"], np.inf)})],
+            "value": [s.pack(M.FRAGMENT, body, fragment_wire({**fragment_columns(cfg, spec),
+                                                               "rewards": np.full_like(good["floats"][0], np.inf)}))],
             "schema": [Sender(agent=3).pack(M.FRAGMENT, body, good)],  # agent id outside the run
         }
         for frames_list in bad.values():
@@ -309,7 +310,7 @@ def test_actor_follows_the_contract_and_survives_bad_input(tmp_path, free_ports,
         ctx_ = {"T": cfg.actor.fragment_len, "E": cfg.env.copies, "A": spec.n_actions, "obs": spec.obs_shape,
                 "obs_dtype": spec.obs_dtype}
         frag = M.validate(decode(frames, 1 << 24), ctx_, (M.FRAGMENT,))
-        a = frag.arrays
+        a = M.fragment_columns(frag.arrays)
         assert frag.policy_version == 0 and frag.agent == 0
         assert np.all(np.take_along_axis(a["legal"], a["actions"][..., None], -1))
         assert a["guided"].any(), "no step was guided by the peer's snapshot"

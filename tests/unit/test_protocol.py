@@ -26,7 +26,7 @@ def _fragment(T=3, E=2, A=4, obs=(5,)):
     for name, (dtype, shape) in M.SCHEMAS[M.FRAGMENT].arrays.items():
         dims = []
         for s in shape:
-            dims.extend(obs if s == "*obs" else [{"T": T, "E": E, "A": A}[s]])
+            dims.extend(obs if s == "*obs" else [s if type(s) is int else {"T": T, "E": E, "A": A}[s]])
         arrays[name] = np.zeros(dims, "float32" if dtype == "obs_dtype" else dtype)
     return {"episodes": [{"return": 1.0}], "env_steps": 6, "eval": {}}, arrays
 
@@ -158,13 +158,30 @@ def test_validate_rejects_wrong_shape_dtype_kind_and_nan():
     with pytest.raises(ProtocolError) as e:
         validate(msg, CTX, kinds := (M.HEARTBEAT,))
     assert e.value.cause == "kind" and kinds
-    nan = dict(arrays, rewards=np.full_like(arrays["rewards"], np.nan))
+    floats = arrays["floats"].copy()
+    floats[M.FRAGMENT_FLOATS.index("rewards"), 1, 0] = np.nan         # one reward of one step
+    nan = dict(arrays, floats=floats)
     with pytest.raises(ProtocolError) as e:
         validate(decode(encode(M.FRAGMENT, body, nan), LIMIT), CTX)
     assert e.value.cause == "value"
     with pytest.raises(ProtocolError) as e:
         validate(decode(encode(M.FRAGMENT, {**body, "env_steps": "many"}, arrays), LIMIT), CTX)
     assert e.value.cause == "schema"
+    with pytest.raises(ProtocolError) as e:                            # a block with a row too few
+        validate(decode(encode(M.FRAGMENT, body, dict(arrays, flags=arrays["flags"][1:])), LIMIT), CTX)
+    assert e.value.cause == "shape"
+
+
+def test_fragment_columns_are_views_of_the_blocks_by_name():
+    _, arrays = _fragment()
+    cols = M.fragment_columns(arrays)
+    assert set(cols) == set(M.FRAGMENT_COLUMNS) and len(M.FRAGMENT_COLUMNS) == 21
+    cols["m"][0, 1] = 0.25
+    cols["guided"][2, 0] = True
+    cols["boot_mask_values"][1] = 3.0
+    assert arrays["floats"][M.FRAGMENT_FLOATS.index("m"), 0, 1] == 0.25
+    assert arrays["flags"][M.FRAGMENT_FLAGS.index("guided"), 2, 0]
+    assert arrays["boot"][1, 1] == 3.0
 
 
 @pytest.mark.parametrize("obs_dtype", ["float16", "float32", "float64"])
@@ -176,7 +193,7 @@ def test_finite_extremes_pass_and_any_nan_or_infinity_fails_without_warnings(obs
     body, arrays = _fragment(obs=(obs_size,))
     ctx = {**CTX, "obs_dtype": obs_dtype, "obs": (obs_size,)}
     huge = dict(arrays, obs=np.full_like(arrays["obs"], np.finfo(obs_dtype).max, dtype=obs_dtype),
-                rewards=np.full_like(arrays["rewards"], -np.finfo(np.float32).max))
+                floats=np.full_like(arrays["floats"], -np.finfo(np.float32).max))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         validate(decode(encode(M.FRAGMENT, body, huge), LIMIT), ctx)
