@@ -74,7 +74,8 @@ class PongEnv(AgentEnv):
         self.env = envpool.make(
             "Pong-v5", env_type="gymnasium", num_envs=1, batch_size=1, num_threads=1, seed=int(seed) & 0x7FFFFFFF,
             img_height=self.screen_size, img_width=self.screen_size, stack_num=self.frame_stack, gray_scale=True,
-            frame_skip=4, noop_max=max(1, o["noop_max"]),   # EnvPool draws 0..noop_max-1 no-ops; 0 crashes it repeat_action_probability=o["sticky"],
+            frame_skip=4, noop_max=max(1, o["noop_max"]),   # EnvPool draws 0..noop_max-1 no-ops; 0 crashes it
+            repeat_action_probability=o["sticky"],
             full_action_space=o["full_action_space"], episodic_life=False, reward_clip=False,
             use_fire_reset=False, max_episode_steps=MAX_EPISODE_STEPS)
         self._seed = int(seed)

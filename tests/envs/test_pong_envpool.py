@@ -61,6 +61,9 @@ def test_a_replayable_envpool_env_replays_its_seed_and_a_training_one_keeps_its_
     built = train.env
     train.reset(seed=7)
     assert train.env is built                                          # no rebuild (0.4 s) per episode
+    # Pong-v5's sticky actions reach EnvPool (its own default is 0)
+    assert env.env.config["repeat_action_probability"] == pytest.approx(0.25)
+    assert PongEnv(0, 1, sticky=0.0, backend="envpool").env.config["repeat_action_probability"] == 0.0
 
 
 def test_noop_max_zero_and_bad_options():
