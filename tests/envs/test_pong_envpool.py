@@ -4,8 +4,9 @@ step split into step_async / step_wait is the same step."""
 import numpy as np
 import pytest
 
-pytest.importorskip("ale_py")
-pytest.importorskip("envpool")
+pytest.importorskip("ale_py", reason="ale-py is not installed: pip install -e .[atari] (deploy/test.sh installs it)")
+pytest.importorskip("envpool", reason="envpool is not installed (Linux wheels only): pip install -e .[atari] "
+                    "(deploy/test.sh installs it)")
 
 from magicmask.actors.envs.pong import PongEnv   # noqa: E402
 from magicmask.protocol.config import ConfigError   # noqa: E402
