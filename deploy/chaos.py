@@ -148,7 +148,10 @@ def processes(run_dir: Path) -> dict[str, int]:
 
 
 def tcp_links(pid: int, remote_ports: set[int]) -> dict[int, int]:
-    """{remote port: local port} of the process's established IPv4 TCP connections to `remote_ports`."""
+    """{remote port: local port} of the process's established TCP connections to `remote_ports`.
+
+    Both tables: the transport sets ZMQ_IPV6, so its IPv4 connections are dual-stack sockets listed in tcp6
+    (as IPv4-mapped addresses); on the wire they are IPv4 all the same."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
@@ -158,7 +161,8 @@ def tcp_links(pid: int, remote_ports: set[int]) -> dict[int, int]:
         if target.startswith("socket:["):
             inodes.add(target[8:-1])
     out = {}
-    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+    lines = [ln for table in ("tcp", "tcp6") for ln in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]]
+    for line in lines:
         f = line.split()
         local, remote = int(f[1].split(":")[1], 16), int(f[2].split(":")[1], 16)
         if f[3] == "01" and f[9] in inodes and remote in remote_ports:
