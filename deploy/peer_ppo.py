@@ -71,7 +71,8 @@ class PolicyOnlyNets(StackedNets):
 
     def values(self, obs: torch.Tensor, sel=slice(None)) -> torch.Tensor:
         """V(obs[N, B, ...]) -> [N, B]: the critic alone, for a whole rollout at once."""
-        return self.agent_nets.value(obs.reshape(*obs.shape[:2], -1).to(self.dtype), sel).squeeze(-1)
+        nets = self.agent_nets
+        return nets.scalar(nets.value, obs.reshape(*obs.shape[:2], -1).to(self.dtype), sel)
 
 
 class Opponents:

@@ -4,7 +4,7 @@ Why numpy: an actor or a replay asks for one to sixteen observations at a time, 
 dispatching its ~15 small ops (three layers for each of four MLPs, tanh, the sigmoid) than on the
 arithmetic; the same float32 matrix products in numpy take a fraction of it (docs/BENCHMARKS.md, "Actor
 cost"). `NumpyNets` copies the weights of the built-in MLP networks (models/networks.AgentNets with flat
-observations, either policy head, with or without the board convolution) once per load; everything else (the Nature CNN, `ppo.network`) runs
+observations, either policy head, with or without the board convolution and the mirror symmetry) once per load; everything else (the Nature CNN, `ppo.network`) runs
 through `TorchNets`, with the same interface:
 
   forward(obs[B, ...], cols=None) -> (logits[B, A or len(cols)], value[B], m[B], mask_value[B]) as numpy
@@ -61,6 +61,9 @@ class NumpyNets:
                 emb = nets.action_encoder(nets.action_table[None].to(nets.dtype), slice(agent, agent + 1))[0]
             self.embeddings = emb.cpu().numpy().astype(np.float32)
         self.fused = None if self.board is not None else self._fuse()
+        self.mirror = None   # (observation permutation, action permutation): AgentNets' mirror symmetry
+        if nets.mirror_obs is not None:
+            self.mirror = (nets.mirror_obs.cpu().numpy(), nets.mirror_act.cpu().numpy())
 
     def _fuse(self) -> tuple:
         """The four MLPs (three layers each, one hidden size) as one network for `forward`: their first layers
@@ -99,14 +102,35 @@ class NumpyNets:
         return _run(self.policy, x) @ emb.T
 
     def logits(self, obs: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
-        return self._logits(self._inputs(self._flat(obs), 1)[0], cols)
+        x = self._flat(obs)
+        if self.mirror is None:
+            return self._logits(self._inputs(x, 1)[0], cols)
+        both = self._logits(self._inputs(self._with_mirror(x), 1)[0], None)
+        return self._symmetric_logits(both, len(x), cols)
 
     def forward(self, obs: np.ndarray, cols: np.ndarray | None = None):
         x = self._flat(obs)
+        if self.mirror is None:
+            logits, value, mask_logit, mask_value = self._forward(x, cols)
+        else:   # one pass over the boards and their mirror images, then the averages AgentNets takes
+            n = len(x)
+            logits, *scalars = self._forward(self._with_mirror(x), None)
+            logits = self._symmetric_logits(logits, n, cols)
+            value, mask_logit, mask_value = (0.5 * (s[:n] + s[n:]) for s in scalars)
+        return logits, value, (1.0 / (1.0 + np.exp(-mask_logit))).astype(np.float32), mask_value
+
+    def _with_mirror(self, x: np.ndarray) -> np.ndarray:
+        return np.concatenate([x, x[:, self.mirror[0]]])
+
+    def _symmetric_logits(self, both: np.ndarray, n: int, cols) -> np.ndarray:
+        logits = 0.5 * (both[:n] + both[n:][:, self.mirror[1]])
+        return logits if cols is None else logits[:, cols]
+
+    def _forward(self, x: np.ndarray, cols):
+        """(logits, value, mask logit, mask value) of the networks as they are (no mirror)."""
         if self.fused is None:
             xp, xv, xm, xmv = self._inputs(x, 4)
-            m = 1.0 / (1.0 + np.exp(-_run(self.mask, xm)[:, 0]))
-            return (self._logits(xp, cols), _run(self.value, xv)[:, 0], m.astype(np.float32),
+            return (self._logits(xp, cols), _run(self.value, xv)[:, 0], _run(self.mask, xm)[:, 0],
                     _run(self.mask_value, xmv)[:, 0])
         w1, b1, w2, b2, w3, b3 = self.fused
         h = np.tanh(x @ w1 + b1).reshape(len(x), 4, -1).transpose(1, 0, 2)   # [4 nets, B, H]
@@ -118,7 +142,7 @@ class NumpyNets:
         logits = h[0] @ wp + bp
         if self.embeddings is not None:
             logits = logits @ (self.embeddings if cols is None else self.embeddings[cols]).T
-        return logits, s[0], (1.0 / (1.0 + np.exp(-s[1]))).astype(np.float32), s[2]
+        return logits, s[0], s[1], s[2]
 
 
 class TorchNets:

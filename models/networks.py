@@ -252,12 +252,16 @@ class AgentNets(StackedNets):
     policy and its critic (as in CleanRL's ppo_atari) and linear heads; the mask and its critic have a second
     torso of their own, or with `mask_torso="policy"` read the policy torso's features with the gradient
     stopped (half the convolutions; the mask's loss never moves the policy's features).
-    `action_features` (a table [n_actions, F], flat observations only) selects the features policy head."""
+    `action_features` (a table [n_actions, F], flat observations only) selects the features policy head.
+    `mirror` = (observation permutation, action permutation) of a board's left-right mirror (flat observations,
+    dense head) makes every network symmetric: each reads the board and its mirror image, the policy's logits
+    average with the mirror's (permuted back), the scalar heads average. What is learnt about a threat on one
+    side then holds on the other, at twice the forward's rows."""
 
     def __init__(self, n_agents: int, obs_dim: int, n_actions: int, hidden: int = 64,
                  mask_init_bias: float = 0.0, seed: int | None = None, image_shape: tuple | None = None,
                  action_features: np.ndarray | None = None, board: tuple | None = None, cnn_torso: str = "nature",
-                 mask_torso: str = "own", cnn_input: str = "scale"):
+                 mask_torso: str = "own", cnn_input: str = "scale", mirror: tuple | None = None):
         super().__init__()
         self.n_agents, self.obs_dim, self.n_actions, self.hidden = n_agents, obs_dim, n_actions, hidden
         self.image_shape = tuple(image_shape) if image_shape else None
@@ -286,6 +290,15 @@ class AgentNets(StackedNets):
             self.mask = StackedLinear(n_agents, f, 1, 0.01, mask_init_bias, generator=gen)
             self.mask_value = StackedLinear(n_agents, f, 1, 1.0, generator=gen)
             return
+        obs_perm = act_perm = None
+        if mirror is not None:
+            if action_features is not None:
+                raise ValueError("mirror-symmetric networks need the dense policy head (ppo.action_head=dense)")
+            obs_perm, act_perm = (torch.as_tensor(np.asarray(p, np.int64)) for p in mirror)
+            if sorted(obs_perm.tolist()) != list(range(obs_dim)) or sorted(act_perm.tolist()) != list(range(n_actions)):
+                raise ValueError(f"mirror: permutations of the {obs_dim} observation values and the {n_actions} actions")
+        self.register_buffer("mirror_obs", obs_perm, persistent=False)   # rebuilt from the spec, never saved
+        self.register_buffer("mirror_act", act_perm, persistent=False)
         policy_out = hidden if self.action_encoder is not None else n_actions
         self.policy = StackedMLP(n_agents, obs_dim, hidden, policy_out, 0.01, generator=gen, board=board)
         self.value = StackedMLP(n_agents, obs_dim, hidden, 1, 1.0, generator=gen, board=board)
@@ -320,10 +333,25 @@ class AgentNets(StackedNets):
         return emb
 
     def policy_logits(self, x: torch.Tensor, sel=slice(None), actions: torch.Tensor | None = None) -> torch.Tensor:
-        """x[n, B, obs_dim] -> logits[n, B, A] (or only the columns `actions`) with the dense or the features head."""
+        """x[n, B, obs_dim] -> logits[n, B, A] (or only the columns `actions`) with the dense or the features head;
+        mirror-symmetric nets average each action's logit with its mirror action's on the mirrored board."""
+        if self.mirror_obs is not None:
+            b = x.shape[1]
+            both = self.policy(torch.cat([x, x[..., self.mirror_obs]], 1), sel)
+            logits = 0.5 * (both[:, :b] + both[:, b:][..., self.mirror_act])
+            return logits if actions is None else logits[..., actions]
         if self.action_encoder is None:
             return self.policy(x, sel, actions)
         return torch.bmm(self.policy(x, sel), self.action_embeddings(sel, actions).transpose(1, 2))
+
+    def scalar(self, net: StackedMLP, x: torch.Tensor, sel=slice(None)) -> torch.Tensor:
+        """A one-output MLP (value, mask, mask value) on x[n, B, obs_dim] -> [n, B]; mirror-symmetric nets average
+        it over the board and its mirror."""
+        if self.mirror_obs is None:
+            return net(x, sel).squeeze(-1)
+        b = x.shape[1]
+        both = net(torch.cat([x, x[..., self.mirror_obs]], 1), sel).squeeze(-1)
+        return 0.5 * (both[:, :b] + both[:, b:])
 
     def forward(self, obs: torch.Tensor, sel=slice(None), actions: torch.Tensor | None = None):
         """obs[N, B, *obs] of any numeric dtype -> logits[N,B,A], value[N,B], mask_logit[N,B], mask_value[N,B].
@@ -346,8 +374,8 @@ class AgentNets(StackedNets):
         x = obs.reshape(*obs.shape[:2], -1).to(self.dtype)
         if x.shape[-1] != self.obs_dim:
             raise ValueError(f"observation has {x.shape[-1]} features once flattened, the nets expect {self.obs_dim}")
-        return (self.policy_logits(x, sel, actions), self.value(x, sel).squeeze(-1),
-                self.mask(x, sel).squeeze(-1), self.mask_value(x, sel).squeeze(-1))
+        return (self.policy_logits(x, sel, actions), self.scalar(self.value, x, sel),
+                self.scalar(self.mask, x, sel), self.scalar(self.mask_value, x, sel))
 
 ACTION_HEADS = ("dense", "features")
 MASK_TORSOS = ("own", "policy")
@@ -364,10 +392,12 @@ def image_shape(spec, torso: str = "nature") -> tuple[int, int, int] | None:
 
 def nets_for(spec, hidden: int, n_agents: int, mask_init_bias: float = 0.0, seed: int | None = None,
              action_head: str = "dense", board_filters: int = 0, board_kernel: int = 4,
-             cnn_torso: str = "nature", mask_torso: str = "own", cnn_input: str = "scale") -> AgentNets:
+             cnn_torso: str = "nature", mask_torso: str = "own", cnn_input: str = "scale",
+             mirror: bool = False) -> AgentNets:
     """The built-in networks for agents with `spec.obs_shape`: the CNN `cnn_torso` for images (`image_shape`), MLPs
     otherwise, after a board convolution of `board_filters` filters when that is > 0 (the spec must have a
-    `board_shape`); the "features" action head scores actions with the table the spec names (`spec.action_features`)."""
+    `board_shape`); the "features" action head scores actions with the table the spec names (`spec.action_features`).
+    `mirror`: symmetric under the board's left-right mirror (the spec must have `mirror_actions`)."""
     if action_head not in ACTION_HEADS:
         raise ValueError(f"ppo.action_head={action_head!r}: allowed values are {', '.join(ACTION_HEADS)}")
     if cnn_torso not in CNN_TORSOS:
@@ -383,6 +413,12 @@ def nets_for(spec, hidden: int, n_agents: int, mask_init_bias: float = 0.0, seed
             raise ValueError(f"ppo.board_filters={board_filters} needs an env whose observation is a board (H, W, C);"
                              f" env {spec.name or '?'!r} has observations of shape {spec.obs_shape} (use 0)")
         board = (spec.board_shape, board_filters, board_kernel)
+    symmetry = None
+    if mirror:
+        if not spec.board_shape or not spec.mirror_actions or image_shape(spec, cnn_torso) or action_head != "dense":
+            raise ValueError(f"ppo.mirror=true needs a board env that declares its mirror (EnvSpec.mirror_actions: "
+                             f"connect4) and ppo.action_head=dense; env {spec.name or '?'!r} has none (use false)")
+        symmetry = (np.arange(spec.obs_dim).reshape(spec.board_shape)[:, ::-1, :].reshape(-1), spec.mirror_actions)
     table = None
     if action_head == "features":
         if not spec.action_features:
@@ -392,18 +428,20 @@ def nets_for(spec, hidden: int, n_agents: int, mask_init_bias: float = 0.0, seed
         table = action_feature_table(spec.action_features)
     return AgentNets(n_agents, spec.obs_dim, spec.n_actions, hidden, mask_init_bias, seed,
                      image_shape=image_shape(spec, cnn_torso), action_features=table, board=board, cnn_torso=cnn_torso,
-                     mask_torso=mask_torso, cnn_input=cnn_input)
+                     mask_torso=mask_torso, cnn_input=cnn_input, mirror=symmetry)
 
 
 def build_nets(spec, ppo, mask, n_agents: int, seed: int | None = None) -> StackedNets:
     """The one place every role builds networks (learner, actor, explain): for `n_agents` agents with
     `spec.obs_shape`, your factory `ppo.network` when set (its output checked, models/custom_network.py),
     else the built-in ones (`nets_for` with ppo.hidden, mask.init_bias, ppo.action_head, ppo.board_*, ppo.cnn_torso,
-    ppo.mask_torso and ppo.cnn_input)."""
+    ppo.mask_torso, ppo.cnn_input and ppo.mirror)."""
     if ppo.network:
+        if ppo.mirror:
+            raise ValueError("ppo.mirror=true applies to the built-in networks; make your ppo.network symmetric itself")
         return custom_nets(spec, ppo, mask, n_agents, seed)
     return nets_for(spec, ppo.hidden, n_agents, mask.init_bias, seed, ppo.action_head, ppo.board_filters,
-                    ppo.board_kernel, ppo.cnn_torso, ppo.mask_torso, ppo.cnn_input)
+                    ppo.board_kernel, ppo.cnn_torso, ppo.mask_torso, ppo.cnn_input, ppo.mirror)
 
 
 def group_nets(spec, ppo, mask, seed: int | None = None) -> list[tuple[list[int], StackedNets]]:

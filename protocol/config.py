@@ -157,6 +157,11 @@ class PPOConfig:
         "board_kernel x board_kernel convolution (no padding, ReLU) that reads the board before each MLP "
         "(docs/RESULTS.md, 'Connect Four: a board convolution'). 0: the MLPs read the flat observation.", ge=0, le=1024)
     board_kernel: int = opt(4, "Side of the board convolution's square window (ppo.board_filters > 0).", ge=1, le=19)
+    mirror: bool = opt(
+        False, "Board envs that declare their left-right mirror (connect4): every network reads the board and its "
+        "mirror image and averages (the policy's logits with the mirror action's), so the policy is symmetric and "
+        "what is learnt on one side of the board holds on the other; twice the rows per forward "
+        "(docs/RESULTS.md, 'Connect Four: a symmetric policy').")
     cnn_torso: str = opt(
         "nature", "Torso of the built-in networks for image observations (pong, image PettingZoo envs): nature (the "
         "Nature DQN's three convolutions and 512 features, for 84x84 frames and a GPU) or small (the 2013 DQN's two "

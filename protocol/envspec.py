@@ -44,6 +44,8 @@ class EnvSpec:
     `board_shape` (H, W, C) says that the flat observation is a board of H x W cells with C planes, flattened
     in that order (PettingZoo's board games, e.g. Connect Four's (6, 7, 2)); `ppo.board_filters` reads it with
     a convolution. () when the observation is not a board.
+    `mirror_actions` is the permutation of action ids under the board's left-right mirror (Connect Four's columns:
+    c -> 6 - c), for envs whose game is the same mirrored; `ppo.mirror` reads it. () when the env declares none.
     """
     obs_shape: tuple[int, ...]
     obs_dtype: str          # numpy dtype name, e.g. "float32" or "uint8"; the same for every agent
@@ -54,10 +56,15 @@ class EnvSpec:
     agent_obs_shapes: tuple[tuple[int, ...], ...] | None = None
     action_features: str = ""
     board_shape: tuple[int, ...] = ()
+    mirror_actions: tuple[int, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "obs_shape", tuple(int(d) for d in self.obs_shape))
         object.__setattr__(self, "board_shape", tuple(int(d) for d in self.board_shape))
+        object.__setattr__(self, "mirror_actions", tuple(int(a) for a in self.mirror_actions))
+        if self.mirror_actions and (not self.board_shape or sorted(self.mirror_actions) != list(range(self.n_actions))):
+            raise ValueError(f"EnvSpec.mirror_actions={self.mirror_actions}: a permutation of the {self.n_actions} "
+                             f"action ids, for an env with a board_shape (it has {self.board_shape or 'none'})")
         if self.board_shape and (len(self.board_shape) != 3 or math.prod(self.board_shape) != self.obs_dim):
             raise ValueError(f"EnvSpec.board_shape={self.board_shape}: (H, W, C) with H*W*C = the observation's "
                              f"{self.obs_dim} values")
@@ -109,10 +116,15 @@ class EnvSpec:
             d["board_shape"] = list(self.board_shape)
         else:
             del d["board_shape"]   # absent when not a board: such specs serialise as before
+        if self.mirror_actions:
+            d["mirror_actions"] = list(self.mirror_actions)
+        else:
+            del d["mirror_actions"]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "EnvSpec":
         shapes = d.get("agent_obs_shapes")
         return cls(**{**d, "obs_shape": tuple(d["obs_shape"]), "board_shape": tuple(d.get("board_shape", ())),
+                      "mirror_actions": tuple(d.get("mirror_actions", ())),
                       "agent_obs_shapes": None if shapes is None else tuple(tuple(s) for s in shapes)})

@@ -11,6 +11,7 @@ Also here: two evaluation opponents working on the (84,) observation alone (`ran
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -171,6 +172,7 @@ class Connect4Env(AECAdapter):
         super().__init__(FastConnectFour(), agent_id, n_agents, name="connect4",
                          max_episode_steps=max_episode_steps, seat=SEATS[0])
         self.seat_mode = seat
+        self.spec = replace(self.spec, mirror_actions=tuple(range(COLS - 1, -1, -1)))   # the game mirrored: c -> 6 - c
         self.episode_opponent: Opponent = RANDOM_OPPONENT
         self._players: dict[str, object] = {}   # built-in players by name, made once
         self._final_reward = 0.0

@@ -95,3 +95,56 @@ def test_board_convolution_needs_a_board():
     with pytest.raises(ValueError, match=r"ppo.board_kernel=4: a k x k window must fit the 2 x 3 board"):
         nets_for(small, 16, 1, board_filters=8, board_kernel=4)
     assert nets_for(small, 16, 1, board_filters=8, board_kernel=2).policy[0].out_features == 2 * 8
+
+
+@pytest.mark.parametrize("board_filters", [0, 8])
+def test_mirror_symmetric_nets_are_symmetric_and_numpy_matches_torch(board_filters):
+    """ppo.mirror on connect4: the mirrored board gets the mirrored policy (column c's logit becomes 6 - c's) and
+    the same value and mask; plain nets do not; the numpy path gives the same numbers, with and without `cols`."""
+    from magicmask.actors.envs.connect4 import Connect4Env
+    from magicmask.models.networks import nets_for
+    spec = Connect4Env().spec
+    assert spec.mirror_actions == (6, 5, 4, 3, 2, 1, 0)
+    obs = np.random.default_rng(7).integers(0, 2, size=(6, 6, 7, 2)).astype(np.float32)
+    mirrored = obs[:, :, ::-1, :].reshape(6, -1).copy()
+    obs = obs.reshape(6, -1)
+    plain = nets_for(spec, 16, 2, seed=3, board_filters=board_filters)
+    nets = nets_for(spec, 16, 2, seed=3, board_filters=board_filters, mirror=True)
+    lo, v, m, mv = _torch_outputs(nets, 1, obs)
+    lo2, v2, m2, mv2 = _torch_outputs(nets, 1, mirrored)
+    np.testing.assert_allclose(lo2, lo[:, ::-1], rtol=1e-5, atol=1e-6)
+    for a, b in ((v, v2), (m, m2), (mv, mv2)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    p_lo, p_v = _torch_outputs(plain, 1, obs)[:2]
+    p_lo2, p_v2 = _torch_outputs(plain, 1, mirrored)[:2]
+    assert np.abs(p_lo2 - p_lo[:, ::-1]).max() > 1e-4 and np.abs(p_v2 - p_v).max() > 1e-4   # not by accident
+    fast = inference(nets, 1)
+    assert isinstance(fast, NumpyNets)
+    cols = np.array([1, 4, 6])
+    for c in (None, cols):
+        for got, want in zip(fast.forward(obs, c), _torch_outputs(nets, 1, obs, c)):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(fast.logits(obs, c), _torch_outputs(nets, 1, obs, c)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_mirror_needs_an_env_that_declares_its_mirror():
+    from types import SimpleNamespace
+
+    from magicmask.models.networks import nets_for
+    board = SimpleNamespace(obs_shape=(12,), obs_dim=12, n_actions=3, board_shape=(2, 3, 2), mirror_actions=(),
+                            name="tiny", action_features="")
+    with pytest.raises(ValueError, match=r"ppo.mirror=true needs a board env that declares its mirror.*'tiny'"):
+        nets_for(board, 16, 1, mirror=True)
+    assert nets_for(SimpleNamespace(**{**vars(board), "mirror_actions": (2, 1, 0)}), 16, 1, mirror=True).mirror_obs is not None
+
+
+def test_a_spec_keeps_its_mirror_through_the_wire_and_refuses_a_bad_one():
+    import msgpack
+
+    from magicmask.actors.envs.connect4 import Connect4Env
+    from magicmask.protocol.envspec import EnvSpec
+    spec = Connect4Env().spec
+    assert EnvSpec.from_dict(msgpack.unpackb(msgpack.packb(spec.to_dict()))) == spec
+    assert "mirror_actions" not in EnvSpec((12,), "float32", 3, 1, True).to_dict()   # absent where none
+    with pytest.raises(ValueError, match=r"mirror_actions=\(0, 0, 1\): a permutation of the 3 action ids"):
+        EnvSpec((12,), "float32", 3, 1, True, board_shape=(2, 3, 2), mirror_actions=(0, 0, 1))

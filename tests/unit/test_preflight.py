@@ -102,6 +102,7 @@ def test_a_disk_with_less_room_than_run_min_free_mb_is_refused(tmp_path, monkeyp
 
 @pytest.mark.parametrize("override, message", [
     ("ppo.board_filters=8", r"ppo.board_filters=8 needs an env whose observation is a board"),
+    ("ppo.mirror=true", r"ppo.mirror=true needs a board env that declares its mirror"),
     ("ppo.action_head=features", r"ppo.action_head='features' needs an env with action features")])
 def test_networks_that_do_not_fit_the_env_are_refused_before_any_process_starts(tmp_path, override, message):
     """`magicmask run` builds one agent's networks before starting anything: a setting the env cannot take
