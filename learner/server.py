@@ -163,8 +163,11 @@ class Learner:
         # read on the CPU whatever device wrote it: load_state_dict copies the tensors onto this learner's
         # device, and the plain values (version, consumed) are read without a device round trip
         st = checkpoint.load(path, "cpu")
-        if st["spec"] != self.spec.to_dict():
-            raise ValueError(f"--resume: checkpoint {path} was made for env spec {st['spec']}, this run has {self.spec.to_dict()}")
+        spec = self.spec.to_dict()
+        if "mirror_actions" not in st["spec"]:
+            spec.pop("mirror_actions", None)   # written before envs declared their mirror: the networks are the same
+        if st["spec"] != spec:
+            raise ValueError(f"--resume: checkpoint {path} was made for env spec {st['spec']}, this run has {spec}")
         for g, gs in zip(self.groups, checkpoint.group_states(st)):  # same spec: same groups, same order
             try:
                 g.nets.load_state_dict(gs["nets"])

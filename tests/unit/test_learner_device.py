@@ -60,3 +60,23 @@ def test_resume_loads_a_checkpoint_onto_another_device(tmp_path, monkeypatch):
     states = [t for st in opt.state.values() for t in st.values()]
     assert states and {t.device.type for t in states} == {"meta"}
     assert set(opt.state_dict()["state"]) == set(writer.groups[0].ppo.optimizer.state_dict()["state"])
+
+
+def test_resume_takes_a_connect4_checkpoint_written_before_envs_declared_their_mirror(tmp_path):
+    """EnvSpec.mirror_actions is declarative (the networks are the same without ppo.mirror): a checkpoint whose
+    spec predates it resumes; one made for another env still does not."""
+    overrides = ["env.name=connect4", "run.agents=2", "net.metrics_port=0", "ppo.hidden=16"]
+    cfg = C.load(overrides=overrides, environ={})
+    spec = env_spec(cfg)
+    assert spec.mirror_actions
+    writer = Learner(cfg, spec, tmp_path)
+    writer.version = 3
+    st = writer.state()
+    del st["spec"]["mirror_actions"]
+    checkpoint.save(st, tmp_path / "checkpoints", 3)
+    resume = C.load(overrides=overrides + ["learner.resume=true"], environ={})
+    assert Learner(resume, spec, tmp_path).version == 3
+    st["spec"]["n_actions"] = 6
+    checkpoint.save(st, tmp_path / "checkpoints", 4)
+    with pytest.raises(ValueError, match="was made for env spec"):
+        Learner(resume, spec, tmp_path)
