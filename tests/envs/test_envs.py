@@ -324,6 +324,29 @@ def test_lookahead_takes_wins_and_blocks():
     assert all(lookahead_player(b.reshape(-1), legal, rng) == 6 for _ in range(10))
 
 
+def test_lookahead_moves_are_the_rule_on_every_position_of_random_games():
+    """The vectorised lookahead against the rule spelled out with drop_cell and wins_with, on ~2,000 positions:
+    a winning column when there is one, else a blocking one, else any legal column; every winning (blocking)
+    column gets drawn."""
+    from magicmask.actors.envs.connect4 import _planes, drop_cell, random_player, split_obs
+    rng, env, drawn = np.random.default_rng(1), FastConnectFour(), {}
+    for g in range(100):
+        env.reset(seed=g)
+        while not any(env.terminations.values()):
+            obs, legal = split_obs(env.observe(env.agent_selection), COLS)
+            mine, theirs = _planes(obs)
+            occupied = mine | theirs
+            want = None
+            for pieces in (mine, theirs):
+                want = want or {c for c in np.flatnonzero(legal) if wins_with(pieces, drop_cell(occupied, int(c)))}
+            got = lookahead_player(obs, legal, rng)
+            assert legal[got] and (got in want if want else True)
+            if want and len(want) > 1:
+                drawn.setdefault(frozenset(want), set()).add(got)
+            env.step(int(random_player(obs, legal, rng)))
+    assert drawn and any(len(v) > 1 for v in drawn.values())
+
+
 def test_lookahead_beats_random_and_evaluate_vs_sums_to_one():
     rng = np.random.default_rng(0)
     res = evaluate_vs(lambda o, lg: lookahead_player(o, lg, rng), random_player, 200, seed=1)
