@@ -328,7 +328,7 @@ def test_lookahead_moves_are_the_rule_on_every_position_of_random_games():
     """The vectorised lookahead against the rule spelled out with drop_cell and wins_with, on ~2,000 positions:
     a winning column when there is one, else a blocking one, else any legal column; every winning (blocking)
     column gets drawn."""
-    from magicmask.actors.envs.connect4 import _planes, drop_cell, random_player, split_obs
+    from magicmask.actors.envs.connect4 import _planes, drop_cell, split_obs
     rng, env, drawn = np.random.default_rng(1), FastConnectFour(), {}
     for g in range(100):
         env.reset(seed=g)
