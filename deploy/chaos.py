@@ -207,10 +207,18 @@ class Chaos:
         return next((v for k, v in m.items() if k[0] == series), 0.0 if m else None)
 
     def silence(self, actor: str, peer: str) -> float | None:
-        """Seconds since the actor last heard the peer, from its own gauge."""
+        """Seconds since the actor last heard the peer, from its own gauge (None: its endpoint did not answer)."""
         m = self.metrics(actor)
         return next((v for k, v in m.items()
                      if k[0] == "magicmask_actor_peer_silence_seconds" and ("peer", peer) in k), None)
+
+    def measured_silence(self, actor: str, peer: str, within_s: float = 10.0) -> float | None:
+        """The silence gauge read while a fault holds: asked again until the actor's endpoint answers, since on a
+        loaded machine one scrape can miss its 0.5 s timeout (CI saw it); the gauge only grows meanwhile."""
+        end = time.monotonic() + within_s
+        while (s := self.silence(actor, peer)) is None and time.monotonic() < end:
+            time.sleep(0.2)
+        return s
 
     def progress(self) -> float | None:
         """The least env steps any agent was trained on, as a fraction of run.total_steps (None: the learner is
@@ -264,7 +272,7 @@ class Chaos:
             try:
                 time.sleep(a.stop_s)
                 if name in ("learner", "broker"):   # what the actors saw
-                    fault["silence_s"] = max(self.silence(f"actor{i}", name) or 0.0 for i in range(a.agents))
+                    fault["silence_s"] = max(self.measured_silence(f"actor{i}", name) or 0.0 for i in range(a.agents))
             finally:
                 os.kill(pid, signal.SIGCONT)
             self.pending.append((fault, lambda: (self.work(name) or 0) > before, time.monotonic()))
@@ -282,7 +290,7 @@ class Chaos:
             try:
                 with NetCut(sorted(links.values())):
                     time.sleep(a.cut_s)
-                    fault["silence_s"] = {p: self.silence(name, p) for p in ("learner", "broker")}
+                    fault["silence_s"] = {p: self.measured_silence(name, p) for p in ("learner", "broker")}
             except OSError as e:
                 fault["error"] = str(e)
                 return
