@@ -101,22 +101,6 @@ def _planes(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return b[..., 0].reshape(-1) > 0.5, b[..., 1].reshape(-1) > 0.5
 
 
-def drop_cell(occupied: np.ndarray, col: int) -> int | None:
-    """Flat index where a piece dropped in `col` lands (row 0 is the top), or None if the column is full."""
-    for r in range(ROWS - 1, -1, -1):
-        k = r * COLS + col
-        if not occupied[k]:
-            return k
-    return None
-
-
-def wins_with(pieces: np.ndarray, k: int) -> bool:
-    """Would a piece at cell k complete a line of 4 with `pieces` (bool[42])?"""
-    p = pieces.copy()
-    p[k] = True
-    return bool(p[CELL_WINDOWS[k]].all(1).any())
-
-
 def random_player(obs: np.ndarray, legal: np.ndarray, rng: np.random.Generator) -> int:
     """Uniform random legal column."""
     return random_legal(rng, legal)
@@ -125,8 +109,8 @@ def random_player(obs: np.ndarray, legal: np.ndarray, rng: np.random.Generator) 
 def lookahead_player(obs: np.ndarray, legal: np.ndarray, rng: np.random.Generator) -> int:
     """One-step lookahead: win now if possible, else block the opponent's immediate win, else random (each choice
     uniform among its columns). Vectorised over the columns (every landing cell's lines at once): it is a training
-    opponent, so it runs for a large share of the env steps (a third of the time of the loop over
-    drop_cell and wins_with, the rule as tests/envs/test_envs.py spells it)."""
+    opponent, so it runs for a large share of the env steps (a third of the time of a loop over
+    the columns, the rule as tests/envs/test_envs.py spells it)."""
     mine, theirs = _planes(obs)
     cols = np.flatnonzero(legal)
     empty = ROWS - (mine | theirs).reshape(ROWS, COLS).sum(0)

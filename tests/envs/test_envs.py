@@ -7,12 +7,28 @@ import pytest
 import torch
 
 from magicmask.actors.envs import env_spec, make_env
-from magicmask.actors.envs.connect4 import (COLS, ROWS, FastConnectFour, evaluate_vs, lookahead_player, random_player,
-                                  wins_with)
+from magicmask.actors.envs.connect4 import (CELL_WINDOWS, COLS, ROWS, FastConnectFour, evaluate_vs, lookahead_player,
+                                            random_player)
 from magicmask.actors.envs.gates import GatesEnv
 from magicmask.actors.evaluation import evaluate
 from magicmask.models.networks import build_nets
 from magicmask.protocol.config import Config, ConfigError
+
+
+def drop_cell(occupied: np.ndarray, col: int) -> int | None:
+    """Flat index where a piece dropped in `col` lands (row 0 is the top), or None if the column is full."""
+    for r in range(ROWS - 1, -1, -1):
+        k = r * COLS + col
+        if not occupied[k]:
+            return k
+    return None
+
+
+def wins_with(pieces: np.ndarray, k: int) -> bool:
+    """Would a piece at cell k complete a line of 4 with `pieces` (bool[42])? The rule, cell by cell."""
+    p = pieces.copy()
+    p[k] = True
+    return bool(p[CELL_WINDOWS[k]].all(1).any())
 
 
 def cfg_for(name, agents=2, max_steps=0, **kwargs):
@@ -328,7 +344,7 @@ def test_lookahead_moves_are_the_rule_on_every_position_of_random_games():
     """The vectorised lookahead against the rule spelled out with drop_cell and wins_with, on ~2,000 positions:
     a winning column when there is one, else a blocking one, else any legal column; every winning (blocking)
     column gets drawn."""
-    from magicmask.actors.envs.connect4 import _planes, drop_cell, split_obs
+    from magicmask.actors.envs.connect4 import _planes, split_obs
     rng, env, drawn = np.random.default_rng(1), FastConnectFour(), {}
     for g in range(100):
         env.reset(seed=g)
