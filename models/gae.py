@@ -22,14 +22,13 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, terminated: torch.Tensor, t
     term, trunc = terminated.movedim(time_dim, 0).bool(), truncated.movedim(time_dim, 0).bool()
     fv = final_values.movedim(time_dim, 0).to(v.dtype)
     r = r.to(v.dtype)
-    adv = torch.zeros_like(v)
-    next_value = boot_values.to(v.dtype)
-    next_adv = torch.zeros_like(next_value)
-    for t in reversed(range(v.shape[0])):
-        done = term[t] | trunc[t]
-        nv = torch.where(term[t], torch.zeros_like(next_value), torch.where(trunc[t], fv[t], next_value))
-        delta = r[t] + gamma * nv - v[t]                                  # TD error
-        adv[t] = next_adv = delta + gamma * lam * (~done).to(v.dtype) * next_adv  # chain resets at an end
-        next_value = v[t]
+    next_v = torch.cat([v[1:], boot_values.to(v.dtype).unsqueeze(0)])   # values[t+1], boot_values at the end
+    next_v = torch.where(term, torch.zeros_like(v), torch.where(trunc, fv, next_v))
+    delta = r + gamma * next_v - v                                      # TD errors, all steps at once
+    carry = gamma * lam * (~(term | trunc)).to(v.dtype)                 # the chain resets after an end
+    adv = torch.empty_like(v)
+    next_adv = torch.zeros_like(v[0])
+    for t in reversed(range(v.shape[0])):   # the one recursive part: two small ops per step
+        adv[t] = next_adv = delta[t] + carry[t] * next_adv
     advantages = adv.movedim(0, time_dim)
     return advantages, advantages + values
