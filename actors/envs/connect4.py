@@ -39,6 +39,7 @@ def _all_windows() -> np.ndarray:
 
 WINDOWS = _all_windows()
 CELL_WINDOWS = [WINDOWS[(WINDOWS == k).any(1)] for k in range(ROWS * COLS)]   # the lines through each cell
+CELL_LINES = [[tuple(int(x) for x in w) for w in ws] for ws in CELL_WINDOWS]    # the same as tuples of ints
 
 
 def _padded_cell_windows() -> np.ndarray:
@@ -59,10 +60,12 @@ class FastConnectFour(_ConnectFourRaw):
     of its time; tests compare it move by move with the original). The illegal-move and order wrappers
     are left off: the adapter checks legality itself."""
 
-    def check_for_winner(self):
-        piece = self.agents.index(self.agent_selection) + 1
-        b = np.fromiter(self.board, np.int8, ROWS * COLS)
-        return bool((b[WINDOWS] == piece).all(1).any())
+    def wins_at(self, cell: int, piece: int) -> bool:
+        """Does the piece just placed at `cell` complete a line? Only the lines through that cell can (a sixth
+        of the time of testing all 69 lines of the board)."""
+        board = self.board
+        return any(board[a] == piece and board[b] == piece and board[c] == piece and board[d] == piece
+                   for a, b, c, d in CELL_LINES[cell])
 
     def observe(self, agent):
         b = np.fromiter(self.board, np.int8, ROWS * COLS).reshape(ROWS, COLS)
@@ -83,7 +86,7 @@ class FastConnectFour(_ConnectFourRaw):
                 self.board[i] = piece
                 break
         next_agent = self._agent_selector.next()
-        if self.check_for_winner():
+        if self.wins_at(i, piece):
             self.rewards[self.agent_selection] += 1
             self.rewards[next_agent] -= 1
             self.terminations = dict.fromkeys(self.agents, True)
