@@ -56,15 +56,23 @@ class StackedAdam(torch.optim.Optimizer):
                     st["agent_step"] = torch.zeros(p.shape[0], dtype=p.dtype, device=p.device)
                     st["exp_avg"] = torch.zeros_like(p)
                     st["exp_avg_sq"] = torch.zeros_like(p)
-                g = p.grad[sel]
                 shape = (-1,) + (1,) * (p.dim() - 1)
-                t = st["agent_step"][sel] + 1
-                m = st["exp_avg"][sel] * b1 + (1 - b1) * g
-                v = st["exp_avg_sq"][sel] * b2 + (1 - b2) * g * g
+                if isinstance(sel, slice):   # every agent (the usual update): in place, no gathered copies
+                    g, t, m, v = p.grad, st["agent_step"].add_(1), st["exp_avg"], st["exp_avg_sq"]
+                    m.mul_(b1).add_(g, alpha=1 - b1)
+                    v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                else:
+                    g, t = p.grad[sel], st["agent_step"][sel] + 1
+                    m = st["exp_avg"][sel] * b1 + (1 - b1) * g
+                    v = st["exp_avg_sq"][sel] * b2 + (1 - b2) * g * g
                 bias_c1 = (1 - b1 ** t).view(shape)
                 bias_c2_sqrt = (1 - b2 ** t).sqrt().view(shape)
-                p[sel] = p[sel] - (lr / bias_c1) * m / (v.sqrt() / bias_c2_sqrt + eps)
-                st["agent_step"][sel], st["exp_avg"][sel], st["exp_avg_sq"][sel] = t, m, v
+                step = (m * (lr / bias_c1)).div_(v.sqrt().div_(bias_c2_sqrt).add_(eps))   # two temporaries
+                if isinstance(sel, slice):
+                    p.sub_(step)
+                else:
+                    p[sel] = p[sel] - step
+                    st["agent_step"][sel], st["exp_avg"][sel], st["exp_avg_sq"][sel] = t, m, v
 
 
 # ---------------------------------------------------------------- the learner's update
