@@ -66,12 +66,12 @@ def tail(path: Path, n: int = 30) -> str:
         return "(no log)"
 
 
-def scrape(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> dict[tuple, float]:
+def scrape(port: int, host: str = "127.0.0.1") -> dict[tuple, float]:
     """Samples of one process's Prometheus endpoint as {(name, labels...): value}; empty when unreachable."""
     if not port:
         return {}
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout) as r:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=0.5) as r:
             text = r.read().decode()
     except OSError:
         return {}
