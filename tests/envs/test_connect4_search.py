@@ -6,7 +6,8 @@ import pytest
 from magicmask.actors.envs import make_env
 from magicmask.actors.envs.connect4 import FastConnectFour, builtin_player, evaluate_vs, lookahead_player
 from magicmask.actors.envs.pettingzoo_env import split_obs
-from magicmask.actors.envs.connect4_search import SearchPlayer, from_observation, has_four
+from magicmask.actors.envs.connect4_search import (WIN, SearchPlayer, depth2_scores, from_observation, has_four, heuristic,
+                                                   root_scores)
 from magicmask.protocol.config import Config
 
 
@@ -26,6 +27,45 @@ def test_bitboards_read_the_observation_and_find_fours():
     mine, theirs, heights = from_observation(obs)
     assert has_four(mine) and not has_four(theirs)
     assert heights == [2, 1, 1, 1, 0, 0, 0]
+
+
+def slow_heuristic(obs) -> int:
+    """The heuristic as its docstring says it, one line of four at a time on the (6, 7, 2) planes."""
+    planes = np.asarray(obs).reshape(6, 7, 2) > 0.5
+    score = 3 * int(planes[:, 3, 0].sum() - planes[:, 3, 1].sum())
+    for r in range(6):
+        for c in range(7):
+            for dr, dc in ((0, 1), (1, 0), (1, 1), (-1, 1)):
+                cells = [(r + i * dr, c + i * dc) for i in range(4)]
+                if not all(0 <= rr < 6 and 0 <= cc < 7 for rr, cc in cells):
+                    continue
+                a = sum(planes[rr, cc, 0] for rr, cc in cells)
+                b = sum(planes[rr, cc, 1] for rr, cc in cells)
+                for n, sign in ((a, 1), (b, -1)):
+                    if n and not (a and b):
+                        score += sign * (5 if n == 3 else 2 if n == 2 else 0)
+    return score
+
+
+def test_the_fast_heuristic_reader_and_depth_2_scores_agree_with_the_plain_rules():
+    rng, player, seen = np.random.default_rng(7), SearchPlayer(2, noise=3.0), set()
+    for game in range(80):   # random games, every position of them (wins included)
+        env = FastConnectFour()
+        env.reset(seed=game)
+        while not any(env.terminations.values()):
+            obs, legal = split_obs(env.observe(env.agent_selection), 7)
+            mine, theirs, heights = from_observation(obs)
+            planes = obs.reshape(6, 7, 2)
+            assert mine.bit_count() == planes[..., 0].sum() and theirs.bit_count() == planes[..., 1].sum()
+            assert heights == [int(planes[:, c].sum()) for c in range(7)]
+            assert heuristic(mine, theirs) == slow_heuristic(obs)
+            fast, slow = depth2_scores(mine, theirs, heights), root_scores(mine, theirs, heights, 2)
+            assert list(fast.items()) == list(slow.items())   # the order too: ties are broken by it
+            seen.update(k for k, hit in (("win", WIN + 2 in slow.values()), ("loss", -(WIN + 1) in slow.values()),
+                                         ("last cell", sum(heights) == 41)) if hit)
+            tactical = game % 2   # half the games long and tactical: played by depth 2
+            env.step(player(obs, legal, rng) if tactical else int(rng.choice(np.flatnonzero(legal))))
+    assert seen == {"win", "loss", "last cell"}   # every special case of the scores came up
 
 
 @pytest.mark.parametrize("depth", [1, 2, 4])
