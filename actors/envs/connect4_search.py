@@ -77,10 +77,13 @@ def heuristic(mine: int, theirs: int) -> int:
 
 
 def negamax(mine: int, theirs: int, heights: list[int], depth: int, alpha: int, beta: int) -> int:
-    """Value for the player to move (`mine`); wins sooner score higher."""
+    """Value for the player to move (`mine`); wins sooner score higher. Two plies from the leaves the exact value
+    comes from `depth2_scores` (the last two plies without a search: most of a depth-4 search's nodes)."""
     moves = [c for c in CENTRE_ORDER if heights[c] < ROWS]
     if not moves:
         return 0
+    if depth == 2:
+        return max(depth2_scores(mine, theirs, heights).values())
     for c in moves:   # a win now ends the search at this node
         if has_four(mine | (1 << (c * H1 + heights[c]))):
             return WIN + depth

@@ -47,6 +47,23 @@ def slow_heuristic(obs) -> int:
     return score
 
 
+def plain_negamax(mine: int, theirs: int, heights: list, depth: int) -> int:
+    """The search's values by the plain rule: no pruning, no shortcut two plies from the leaves."""
+    moves = [c for c in range(7) if heights[c] < 6]
+    if not moves:
+        return 0
+    if any(has_four(mine | 1 << (c * 7 + heights[c])) for c in moves):
+        return WIN + depth
+    if depth <= 1:
+        return heuristic(mine, theirs)   # the leaves' scores: tested against the plain rule below
+    values = []
+    for c in moves:
+        heights[c] += 1
+        values.append(-plain_negamax(theirs, mine | 1 << (c * 7 + heights[c] - 1), heights, depth - 1))
+        heights[c] -= 1
+    return max(values)
+
+
 def test_the_fast_heuristic_reader_and_depth_2_scores_agree_with_the_plain_rules():
     rng, player, seen = np.random.default_rng(7), SearchPlayer(2, noise=3.0), set()
     for game in range(80):   # random games, every position of them (wins included)
@@ -66,6 +83,26 @@ def test_the_fast_heuristic_reader_and_depth_2_scores_agree_with_the_plain_rules
             tactical = game % 2   # half the games long and tactical: played by depth 2
             env.step(player(obs, legal, rng) if tactical else int(rng.choice(np.flatnonzero(legal))))
     assert seen == {"win", "loss", "last cell"}   # every special case of the scores came up
+
+
+def test_depth_4_scores_are_the_plain_search_values():
+    rng, player = np.random.default_rng(8), SearchPlayer(2, noise=3.0)
+    for game in range(6):
+        env = FastConnectFour()
+        env.reset(seed=game)
+        while not any(env.terminations.values()):
+            obs, legal = split_obs(env.observe(env.agent_selection), 7)
+            mine, theirs, heights = from_observation(obs)
+            if sum(heights) % 5 == 0:   # every fifth position: the plain search is slow
+                plain = {}
+                for c in range(7):
+                    if heights[c] < 6:
+                        bit = 1 << (c * 7 + heights[c])
+                        heights[c] += 1
+                        plain[c] = WIN + 4 if has_four(mine | bit) else -plain_negamax(theirs, mine | bit, heights, 3)
+                        heights[c] -= 1
+                assert root_scores(mine, theirs, heights, 4) == plain
+            env.step(player(obs, legal, rng) if game % 2 else int(rng.choice(np.flatnonzero(legal))))
 
 
 @pytest.mark.parametrize("depth", [1, 2, 4])
