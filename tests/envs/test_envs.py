@@ -341,16 +341,16 @@ def test_lookahead_takes_wins_and_blocks():
 
 
 def test_lookahead_moves_are_the_rule_on_every_position_of_random_games():
-    """The vectorised lookahead against the rule spelled out with drop_cell and wins_with, on ~2,000 positions:
+    """The bitboard lookahead against the rule spelled out with drop_cell and wins_with, on ~2,000 positions:
     a winning column when there is one, else a blocking one, else any legal column; every winning (blocking)
     column gets drawn."""
-    from magicmask.actors.envs.connect4 import _planes, split_obs
+    from magicmask.actors.envs.connect4 import split_obs
     rng, env, drawn = np.random.default_rng(1), FastConnectFour(), {}
     for g in range(100):
         env.reset(seed=g)
         while not any(env.terminations.values()):
             obs, legal = split_obs(env.observe(env.agent_selection), COLS)
-            mine, theirs = _planes(obs)
+            mine, theirs = (obs.reshape(ROWS, COLS, 2)[..., k].reshape(-1) > 0.5 for k in (0, 1))
             occupied = mine | theirs
             want = None
             for pieces in (mine, theirs):
