@@ -72,6 +72,39 @@ def train_command(config: Path, rd: Path, seed: int, cell: list[str], overrides,
     return cmd
 
 
+# Fields a reused run may differ in: where its processes listened and how they printed, not what they learnt.
+REUSE_IGNORES = ("net.", "run.progress", "run.log_level", "run.name", "run.out_dir")
+
+
+def _flat(cfg: C.Config) -> dict:
+    """{'section.field': value} of a config."""
+    return {f"{sec}.{k}": v for sec, fields in cfg.to_dict().items() for k, v in fields.items()}
+
+
+def reuse_mismatches(rd: Path, wanted: C.Config) -> list[str]:
+    """The fields in which the run kept in `rd` was trained with other values than this sweep would train it
+    with now (a run of another design, e.g. another comm.seed rule, must not be reused as if it were this one)."""
+    have, want = _flat(C.load(rd / "config.yaml")), _flat(wanted)
+    return [f"{k}: the run has {have.get(k)!r}, this sweep sets {v!r}" for k, v in sorted(want.items())
+            if not k.startswith(REUSE_IGNORES) and have.get(k) != v]
+
+
+def check_reusable(path: Path, out: Path, cells, seeds, overrides, seed_fields=()) -> None:
+    """--reuse: every run that would be reused has this sweep's config, else a ValueError naming the run and the
+    fields before anything is trained."""
+    problems = []
+    for cell in cells:
+        for s in seeds:
+            rd = run_dir(out, cell, s)
+            if (rd / "checkpoints" / "latest").is_file():
+                seeded = [f"run.seed={s}", f"explain.seed={s}", *(f"{f}={s}" for f in seed_fields)]
+                bad = reuse_mismatches(rd, C.load(path, [*seeded, *cell, *overrides]))
+                problems += [f"{rd}: {b}" for b in bad]
+    if problems:
+        raise ValueError("sweep --reuse: runs kept in the sweep folder were trained with another config; remove "
+                         "them or leave out --reuse:\n  " + "\n  ".join(problems))
+
+
 def sweep_markdown(rows: list[dict], cells: list[str], title: str) -> str:
     """Per method a table: a metric per row, grid cells as columns, mean ± std over seeds."""
     lines = [f"# {title}", "", "Mean ± sample standard deviation over seeds; columns are the grid cells.", ""]
@@ -106,6 +139,8 @@ def run_sweep(config: str, seeds: list[int], grid_items, out, overrides=(), reus
     cells = grid_cells(grid)
     for cell in cells:
         C.load(path, [*cell, *overrides])
+    if reuse:
+        check_reusable(path, out, cells, seeds, overrides, seed_fields)
     if dry_run:
         for cell in cells:
             for s in seeds:

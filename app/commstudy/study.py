@@ -17,7 +17,8 @@ from magicmask.commstudy.runs import RunData, aggregate, best_return, read_run, 
 from magicmask.commstudy.tables import CELL_COLUMNS, EFFECT_COLUMNS, RUN_COLUMNS, markdown
 from magicmask.explain.tables import write_csv
 from magicmask.machine import machine_line
-from magicmask.sweep import run_dir, run_sweep, safe_name
+from magicmask.config_file import resolve_config
+from magicmask.sweep import check_reusable, run_dir, run_sweep, safe_name
 
 
 def resolve_target(study: Study, runs: list[RunData]) -> tuple[float | None, str]:
@@ -60,7 +61,12 @@ def write_outputs(study: Study, runs: list[RunData], meta: dict) -> list[dict]:
 
 def run_study(study: Study, log=print) -> Path:
     """Train and explain every (cell, seed) through run_sweep, one cell after the other, then write the outputs.
-    A cell whose training or explanation fails is reported (its runs' quantities empty), and the study goes on."""
+    A cell whose training or explanation fails is reported (its runs' quantities empty), and the study goes on.
+    With --reuse every kept run is checked against its cell's config first (check_reusable), for all cells."""
+    if study.reuse:
+        for cell in study.cells:
+            check_reusable(resolve_config(study.config), study.out / "cells" / safe_name(cell.label), [[]],
+                           study.seeds, [*study.overrides, *cell.overrides], seed_fields(study))
     t0 = time.monotonic()
     load_start = os.getloadavg()[0]
     study.out.mkdir(parents=True, exist_ok=True)

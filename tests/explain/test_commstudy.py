@@ -395,6 +395,22 @@ def test_comm_seed_of_each_run_follows_the_design(tmp_path, monkeypatch, design,
     assert f"comm.seed {design}:" in (s.out / "commstudy.md").read_text()
 
 
+def test_reuse_checks_every_cells_kept_runs_before_the_first_cell_runs(tmp_path, monkeypatch):
+    """A study of the per-seed design given --reuse, with a run of the second cell kept from a fixed-seed study:
+    it stops before the first cell runs, naming the run and comm.seed (the designs' runs differ in it)."""
+    s = study("--seeds", "0", "--axes", "loss", "--loss", "0.5", "--no-nocomm", "--reuse", "--out", str(tmp_path / "s"))
+    kept = s.out / "cells" / "loss=0.5" / "runs" / "default" / "seed0"
+    (kept / "checkpoints").mkdir(parents=True)
+    (kept / "checkpoints" / "latest").write_text("v1")
+    C.save(C.load(s.config, [*s.overrides, *s.cells[1].overrides, "run.seed=0", "explain.seed=0", "comm.seed=123"]),
+           kept / "config.yaml")
+    started = []
+    monkeypatch.setattr("magicmask.commstudy.study.run_sweep", lambda *a, **k: started.append(a))
+    with pytest.raises(ValueError, match=r"loss=0.5/runs/default/seed0: comm.seed: the run has 123"):
+        run_study(s, log=lambda line: None)
+    assert started == []
+
+
 # ---------------- a real tiny study ----------------
 def test_real_tiny_study_two_cells(tmp_path, capsys):
     """Baseline and loss=0.5, one seed, 2 agents x 1024 env steps, real processes on free ports."""

@@ -9,7 +9,9 @@ from pathlib import Path
 from magicmask.compare import aggregate
 from magicmask.config_file import resolve_config
 from magicmask.protocol import config as C
-from magicmask.sweep import sweep_markdown
+import pytest
+
+from magicmask.sweep import run_dir, run_sweep, sweep_markdown
 
 
 def magicmask(cwd: Path, *argv: str) -> subprocess.CompletedProcess:
@@ -55,6 +57,23 @@ def test_unknown_config_and_bad_grid_value_fail_before_anything_runs(tmp_path):
     res = magicmask(tmp_path, "sweep", "--config", "gates", "--grid", "mask.tau=0.3,-1", "--out", "sw", "--dry-run")
     assert res.returncode == 2 and "mask.tau" in res.stderr and "-1" in res.stderr
     assert "magicmask.cli run" not in res.stdout and not (tmp_path / "sw").exists()
+
+
+def test_reuse_refuses_a_kept_run_of_another_design(tmp_path):
+    """--reuse takes a kept run only if it was trained with the config the sweep would train now: here a run
+    kept with comm.seed 5 (a fixed-seed design) is not reused by a sweep that sets comm.seed to the run's seed."""
+    config = resolve_config("gates")
+    rd = run_dir(tmp_path, [], 0)
+    (rd / "checkpoints").mkdir(parents=True)
+    (rd / "checkpoints" / "latest").write_text("v1")
+    kept = ["run.seed=0", "explain.seed=0", "comm.seed=5", "net.metrics_port=12345", "run.progress=false"]
+    C.save(C.load(config, kept), rd / "config.yaml")
+    commands = []
+    with pytest.raises(ValueError, match=r"seed0: comm.seed: the run has 5, this sweep sets 0"):
+        run_sweep("gates", [0], [], tmp_path, reuse=True, dry_run=True, log=commands.append, seed_fields=("comm.seed",))
+    assert commands == []   # refused before anything would run
+    run_sweep("gates", [0], [], tmp_path, ["comm.seed=5"], reuse=True, dry_run=True, log=commands.append)
+    assert len(commands) == 1   # the same design: accepted (ports and progress may differ)
 
 
 def test_sweep_tables_from_metrics():
