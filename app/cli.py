@@ -79,7 +79,8 @@ def _finished_runs(sub) -> None:
                     help="override a config field of every run (repeatable)")
     sw.add_argument("--out", required=True, help="sweep folder: runs/<cell>/seed<s>/, sweep.md, sweep.csv")
     sw.add_argument("--reuse", action="store_true",
-                    help="skip runs that have a checkpoint and explanations already made")
+                    help="skip runs that have a checkpoint and explanations already made; a kept run trained "
+                         "with another config stops the sweep before anything runs")
     sw.add_argument("--dry-run", action="store_true", help="print the training commands and stop")
     from magicmask.commstudy import add_arguments as commstudy_arguments
     commstudy_arguments(sub.add_parser(

@@ -54,7 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override a config field of every run, e.g. --set run.total_steps=20000 (repeatable)")
     p.add_argument("--reuse", action="store_true",
-                   help="skip runs of --out that have a checkpoint and explanations already (resume a study)")
+                   help="skip runs of --out that have a checkpoint and explanations already (resume a study); a kept "
+                        "run trained with another config (e.g. the other --comm-seed design) stops the study first")
     p.add_argument("--dry-run", action="store_true", help="print the cells, the runs and the estimate, and stop")
 
 
