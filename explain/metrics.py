@@ -173,3 +173,23 @@ def fidelity_summary(rows: list[dict], k_fracs, seed: int = 0) -> dict:
             out[f"{prefix}window_len_{sfx}"] = _mean(r["window_len"] for r in rs)
             out[f"{prefix}episodes_{sfx}"] = len(ok)
     return out
+
+
+def drop_versus(rows_a: list[dict], rows_b: list[dict], k_fracs, name: str, seed: int = 0) -> dict:
+    """Per mode and K, method a's drop minus method b's on the same episodes (paired by agent and episode, rows
+    with |return_orig| >= 1e-6): `{name}_kNN` the mean difference and `{name}_kNN_ci` its 95% bootstrap interval
+    over episodes (topk mode prefixed `topk_`). Above 0: a's steps matter more than b's, significantly."""
+    out = {}
+    for mode in sorted({r.get("mode", "window") for r in rows_a}):
+        prefix = "" if mode == "window" else f"{mode}_"
+        for kf in k_fracs:
+            def drops(rows):
+                return {(r["agent"], r["episode"]): float(r["reward_drop_pct"]) for r in rows
+                        if r.get("mode", "window") == mode and abs(float(r["k"]) - float(kf)) < 1e-9
+                        and abs(float(r["return_orig"])) >= 1e-6}
+            a, b = drops(rows_a), drops(rows_b)
+            both = sorted(a.keys() & b.keys())
+            diff = paired_differences([a[e] for e in both], [b[e] for e in both])
+            out[f"{prefix}{name}_{k_label(kf)}"] = _mean(diff)
+            out[f"{prefix}{name}_{k_label(kf)}_ci"] = bootstrap_ci(diff, seed=seed)
+    return out

@@ -253,6 +253,9 @@ def method_metrics(run: TrainedRun, unmasked: Episodes, scores: Scores, fid_rows
         mm["inter_agent_fidelity"] = MX.inter_agent_fidelity(
             lambda a, ep, m=m: scores.explainers[m][a].importance(view(a, ep)), agents, pooled)
         mm["inter_agent_seconds"] = time.perf_counter() - t0
+        if m != "magicmask" and "magicmask" in scores.methods:   # MAGIC-MASK against this method, paired
+            mm.update(MX.drop_versus([r for r in fid_rows if r["method"] == "magicmask"], rows_m, k_fracs,
+                                     "magicmask_minus_drop", seed=ec.seed))
         per_method[m] = {**mm, **scores.cost[m]}
         per_agent[m] = {a: agent_metrics(run, a, unmasked[a], imp[a], rows_m, k_fracs, pi_cache) for a in agents}
     return per_method, per_agent

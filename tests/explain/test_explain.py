@@ -104,6 +104,14 @@ def test_every_method_scores_every_step_and_has_fidelity_rows(explained):
                     "fidelity_score_k10", "reward_drop_pct_k10", "control_reward_drop_pct_k10", "fit_seconds",
                     "score_seconds"):
             assert key in metrics[m], (m, key)
+        # MAGIC-MASK against each other method, paired on the same episodes: the mean of the per-episode
+        # differences, i.e. the difference of the two methods' mean drops over the same rows
+        if m != "magicmask":
+            assert metrics[m]["magicmask_minus_drop_k10"] == pytest.approx(
+                metrics["magicmask"]["reward_drop_pct_k10"] - metrics[m]["reward_drop_pct_k10"], abs=1e-9)
+            lo, hi = metrics[m]["magicmask_minus_drop_k10_ci"]
+            assert lo <= metrics[m]["magicmask_minus_drop_k10"] <= hi
+    assert "magicmask_minus_drop_k10" not in metrics["magicmask"]
 
 
 def test_magicmask_finds_the_gates_and_beats_the_random_window(explained):

@@ -227,6 +227,25 @@ def test_summary_intervals_say_significant_only_when_the_drop_beats_the_control(
 
 
 
+def test_magicmask_against_a_baseline_is_paired_by_agent_and_episode():
+    """drop_versus pairs the two methods' rows by (agent, episode): a method whose drops are another's plus 8 on
+    every episode differs by exactly 8 (the rows come in different orders), while two methods whose drops are
+    independent noise give an interval around 0; rows of the other mode or K are not mixed in."""
+    from magicmask.explain.metrics import drop_versus
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0, 40, 50)
+    def rows(drops, mode="window", k=0.1):
+        return [{"agent": i % 2, "episode": i // 2, "mode": mode, "k": k, "return_orig": 1.0, "reward_drop_pct": d}
+                for i, d in enumerate(drops)]
+    better = rows(base + 8)[::-1] + rows(base + 100, mode="topk", k=0.3)
+    paired = drop_versus(better, rows(base), [0.1], "magicmask_minus_drop")
+    assert paired["magicmask_minus_drop_k10"] == pytest.approx(8.0)
+    assert paired["magicmask_minus_drop_k10_ci"] == pytest.approx([8.0, 8.0])
+    assert paired["topk_magicmask_minus_drop_k10"] != paired["topk_magicmask_minus_drop_k10"]   # no topk K=10% rows: nan
+    lo, hi = drop_versus(rows(rng.uniform(0, 40, 50)), rows(base), [0.1], "x")["x_k10_ci"]
+    assert lo < 0 < hi
+
+
 def test_agents_in_worker_processes_give_the_rows_of_one_process():
     """explain.workers: the fidelity test of each agent in a forked process gives the same rows, in agent order."""
     run = _untrained_run("connect4.yaml", 3)
