@@ -123,20 +123,22 @@ def reannotate(run: TrainedRun, agent: int, ep: Episode) -> Episode:
 
 
 def inter_agent_fidelity(score: Callable[[int, Episode], np.ndarray], agents: Iterable[int],
-                         pooled: list[Episode]) -> float:
+                         pooled: list[Episode], spaces: dict[int, tuple] | None = None) -> float:
     """Mean Spearman rank correlation between two agents' importance on a common set of states: for every
-    episode of the pooled set (episodes of every agent) and every pair of agents (a, b), the correlation of
-    score(a, ep) and score(b, ep) (each agent's explainer on the same states, as importance over that
-    episode's steps); the mean over pairs and episodes, skipping pairs where either vector is constant.
-    NaN with fewer than 2 agents or when every pair was constant."""
+    episode of the pooled set (episodes of every agent) and every pair of agents (a, b) that can read it, the
+    correlation of score(a, ep) and score(b, ep) (each agent's explainer on the same states, as importance over
+    that episode's steps); the mean over pairs and episodes, skipping pairs where either vector is constant.
+    `spaces`: each agent's (observation shape, action count); an agent reads only episodes of its own space (in
+    Dou Dizhu the two peasants compare on each other's games, the landlord's 790 values fit no peasant's
+    network). NaN when no pair could be compared."""
     agents = list(agents)
-    if len(agents) < 2:
-        return NAN
     vals = []
     for ep in pooled:
-        imp = {a: np.asarray(score(a, ep), np.float64) for a in agents}
-        for i, a in enumerate(agents):
-            for b in agents[i + 1:]:
+        space = (ep.obs.shape[1:], ep.legal.shape[1])
+        readers = [a for a in agents if spaces is None or spaces[a] == space]
+        imp = {a: np.asarray(score(a, ep), np.float64) for a in readers}
+        for i, a in enumerate(readers):
+            for b in readers[i + 1:]:
                 r = spearman(imp[a], imp[b])
                 if r is not None:
                     vals.append(r)

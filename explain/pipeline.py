@@ -229,6 +229,7 @@ def method_metrics(run: TrainedRun, unmasked: Episodes, scores: Scores, fid_rows
     agent's explainer."""
     agents = list(unmasked)
     pooled = [ep for a in agents for ep in unmasked[a][:INTER_AGENT_EPISODES]]
+    spaces = {a: (unmasked[a][0].obs.shape[1:], unmasked[a][0].legal.shape[1]) for a in agents}
     views: dict[tuple[int, int], Episode] = {}
 
     def view(a: int, ep: Episode) -> Episode:   # ep as agent a would have seen it, computed once
@@ -251,7 +252,7 @@ def method_metrics(run: TrainedRun, unmasked: Episodes, scores: Scores, fid_rows
             mm.update({f"team_{k}": v for k, v in team_m.items()})
         t0 = time.perf_counter()
         mm["inter_agent_fidelity"] = MX.inter_agent_fidelity(
-            lambda a, ep, m=m: scores.explainers[m][a].importance(view(a, ep)), agents, pooled)
+            lambda a, ep, m=m: scores.explainers[m][a].importance(view(a, ep)), agents, pooled, spaces)
         mm["inter_agent_seconds"] = time.perf_counter() - t0
         if m != "magicmask" and "magicmask" in scores.methods:   # MAGIC-MASK against this method, paired
             mm.update(MX.drop_versus([r for r in fid_rows if r["method"] == "magicmask"], rows_m, k_fracs,

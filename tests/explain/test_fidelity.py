@@ -246,6 +246,24 @@ def test_magicmask_against_a_baseline_is_paired_by_agent_and_episode():
     assert lo < 0 < hi
 
 
+def test_inter_agent_fidelity_pairs_only_agents_of_the_same_spaces():
+    """Dou Dizhu's landlord (790 values) and peasants (901): an explainer reads only episodes of its own space,
+    so the landlord's episodes are scored by no peasant and vice versa; the two peasants compare on theirs."""
+    from types import SimpleNamespace
+    from magicmask.explain.metrics import inter_agent_fidelity
+    def ep(dim, n=6):
+        return SimpleNamespace(obs=np.zeros((n, dim), np.float32), legal=np.ones((n, 5), bool))
+    read = []
+    def score(a, e):   # peasants 1 and 2 rank steps the same way; reading a wrong space would be a bug
+        assert e.obs.shape[1] == (790 if a == 0 else 901), (a, e.obs.shape)
+        read.append(a)
+        return np.arange(e.obs.shape[0], dtype=np.float64) * (1 if a else -1)
+    spaces = {0: ((790,), 5), 1: ((901,), 5), 2: ((901,), 5)}
+    assert inter_agent_fidelity(score, [0, 1, 2], [ep(790), ep(901), ep(901)], spaces) == pytest.approx(1.0)
+    assert sorted(read) == [0, 1, 1, 2, 2]
+    assert math.isnan(inter_agent_fidelity(score, [0, 1], [ep(790), ep(901)], spaces))   # no pair to compare
+
+
 def test_agents_in_worker_processes_give_the_rows_of_one_process():
     """explain.workers: the fidelity test of each agent in a forked process gives the same rows, in agent order."""
     run = _untrained_run("connect4.yaml", 3)
