@@ -98,13 +98,15 @@ def _explain(run_dir: Path, checkpoint, overrides, methods, factory, log) -> Pat
         log(f"explain: team window ({ec.team_episodes} team episodes, {len(team_rows)} rows) "
             f"in {timing['team_window_seconds']:.1f} s")
 
+    # the expensive rows on disk first: a failure further on loses none of them
+    write_csv(out / "importance.csv", IMPORTANCE_COLUMNS, importance_rows(scores, unmasked))
+    write_csv(out / "fidelity.csv", FIDELITY_COLUMNS, fid_rows + team_rows)
+
     t = time.perf_counter()
     run_metrics = run_level_metrics(unmasked, masked)
     per_method, per_agent = method_metrics(run, unmasked, scores, fid_rows, team_rows, k_fracs, run_metrics)
     timing["metrics_seconds"] = time.perf_counter() - t
 
-    write_csv(out / "importance.csv", IMPORTANCE_COLUMNS, importance_rows(scores, unmasked))
-    write_csv(out / "fidelity.csv", FIDELITY_COLUMNS, fid_rows + team_rows)
     t = time.perf_counter()
     write_jsonl(out / "critical_states.jsonl", critical_states(run, unmasked, ec.top_states, out))
     timing["frames_seconds"] = time.perf_counter() - t
