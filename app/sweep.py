@@ -60,14 +60,19 @@ def run_dir(out: Path, cell: list[str], seed: int) -> Path:
 METRICS_BLOCK = 2 + 256   # metrics ports of a run: broker, learner, and one per agent up to run.agents' maximum
 
 
+def seed_overrides(seed: int, seed_fields=()) -> list[str]:
+    """The fields a sweep sets to each run's seed: run.seed, explain.seed and those of `seed_fields`."""
+    return [f"run.seed={seed}", f"explain.seed={seed}", *(f"{f}={seed}" for f in seed_fields)]
+
+
 def train_command(config: Path, rd: Path, seed: int, cell: list[str], overrides, seed_fields=()) -> list[str]:
     """The `magicmask run` of one (cell, seed) on free ports; the seed varies training and the explainers' own
     randomness alike (baseline training, random windows), and every config field of `seed_fields` too (the
     communication study's comm.seed)."""
     ports, metrics = free_run_ports(len(C.PORT_FIELDS), METRICS_BLOCK)
     cmd = [sys.executable, "-m", "magicmask.cli", "run", "--config", str(config), "--run-dir", str(rd)]
-    for o in [f"run.seed={seed}", f"explain.seed={seed}", *(f"{f}={seed}" for f in seed_fields),
-              "run.progress=false", *cell, *overrides, *C.port_overrides(ports, metrics_port=metrics)]:
+    for o in [*seed_overrides(seed, seed_fields), "run.progress=false", *cell, *overrides,
+              *C.port_overrides(ports, metrics_port=metrics)]:
         cmd += ["--set", o]
     return cmd
 
@@ -97,8 +102,7 @@ def check_reusable(path: Path, out: Path, cells, seeds, overrides, seed_fields=(
         for s in seeds:
             rd = run_dir(out, cell, s)
             if (rd / "checkpoints" / "latest").is_file():
-                seeded = [f"run.seed={s}", f"explain.seed={s}", *(f"{f}={s}" for f in seed_fields)]
-                bad = reuse_mismatches(rd, C.load(path, [*seeded, *cell, *overrides]))
+                bad = reuse_mismatches(rd, C.load(path, [*seed_overrides(s, seed_fields), *cell, *overrides]))
                 problems += [f"{rd}: {b}" for b in bad]
     if problems:
         raise ValueError("sweep --reuse: runs kept in the sweep folder were trained with another config; remove "

@@ -146,6 +146,16 @@ def inter_agent_fidelity(score: Callable[[int, Episode], np.ndarray], agents: It
 
 
 # ---------------- fidelity-test summaries ----------------
+def _rows_at(rows: list[dict], mode: str, kf: float) -> list[dict]:
+    """The fidelity rows of one mode and K."""
+    return [r for r in rows if r.get("mode", "window") == mode and abs(float(r["k"]) - float(kf)) < 1e-9]
+
+
+def _scored(rows: list[dict]) -> list[dict]:
+    """The rows whose episode had a return to lose (|return_orig| >= 1e-6): a drop in % is defined only there."""
+    return [r for r in rows if abs(float(r["return_orig"])) >= 1e-6]
+
+
 def fidelity_summary(rows: list[dict], k_fracs, seed: int = 0) -> dict:
     """Per mode and K, from the fidelity rows of one method (keys of the window mode unprefixed, of the topk
     mode prefixed `topk_`):
@@ -159,8 +169,8 @@ def fidelity_summary(rows: list[dict], k_fracs, seed: int = 0) -> dict:
     for mode in sorted({r.get("mode", "window") for r in rows}):
         prefix = "" if mode == "window" else f"{mode}_"
         for kf in k_fracs:
-            rs = [r for r in rows if r.get("mode", "window") == mode and abs(float(r["k"]) - float(kf)) < 1e-9]
-            ok = [r for r in rs if abs(float(r["return_orig"])) >= 1e-6]
+            rs = _rows_at(rows, mode, kf)
+            ok = _scored(rs)
             drop = [float(r["reward_drop_pct"]) for r in ok]
             ctrl = [float(r["control_reward_drop_pct"]) for r in ok]
             diff = paired_differences(drop, ctrl)
@@ -185,11 +195,8 @@ def drop_versus(rows_a: list[dict], rows_b: list[dict], k_fracs, name: str, seed
     for mode in sorted({r.get("mode", "window") for r in rows_a}):
         prefix = "" if mode == "window" else f"{mode}_"
         for kf in k_fracs:
-            def drops(rows):
-                return {(r["agent"], r["episode"]): float(r["reward_drop_pct"]) for r in rows
-                        if r.get("mode", "window") == mode and abs(float(r["k"]) - float(kf)) < 1e-9
-                        and abs(float(r["return_orig"])) >= 1e-6}
-            a, b = drops(rows_a), drops(rows_b)
+            a, b = ({(r["agent"], r["episode"]): float(r["reward_drop_pct"]) for r in _scored(_rows_at(rows, mode, kf))}
+                    for rows in (rows_a, rows_b))
             both = sorted(a.keys() & b.keys())
             diff = paired_differences([a[e] for e in both], [b[e] for e in both])
             out[f"{prefix}{name}_{k_label(kf)}"] = _mean(diff)

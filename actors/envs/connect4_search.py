@@ -148,7 +148,7 @@ def _cell_lines() -> list[tuple[int, ...]]:
     return [tuple(ls) for ls in lines]
 
 
-CELL_LINES = _cell_lines()
+CELL_LINE_MASKS = _cell_lines()
 BOARD_MASK = sum(1 << (c * H1 + r) for c in range(COLS) for r in range(ROWS))
 LINE_POINTS = (0, 0, 2, 5, 0)   # a line's points in the heuristic by its count of one side's discs
 
@@ -156,8 +156,8 @@ LINE_POINTS = (0, 0, 2, 5, 0)   # a line's points in the heuristic by its count 
 def heuristic_gain(mine: int, theirs: int, cell: int) -> int:
     """heuristic(mine | cell, theirs) - heuristic(mine, theirs): only the lines through the new disc change.
     On them my count grows by one, and a line of theirs that held none of mine stops counting for them."""
-    gain = 3 if cell >> H1 * 3 and not cell >> H1 * 4 else 0   # a centre disc
-    for line in CELL_LINES[cell.bit_length() - 1]:
+    gain = 3 if cell & CENTRE_MASK else 0
+    for line in CELL_LINE_MASKS[cell.bit_length() - 1]:
         a, b = (line & mine).bit_count(), line & theirs
         if not b:
             gain += LINE_POINTS[a + 1] - LINE_POINTS[a]

@@ -64,8 +64,9 @@ def run_study(study: Study, log=print) -> Path:
     A cell whose training or explanation fails is reported (its runs' quantities empty), and the study goes on.
     With --reuse every kept run is checked against its cell's config first (check_reusable), for all cells."""
     if study.reuse:
+        config = resolve_config(study.config)
         for cell in study.cells:
-            check_reusable(resolve_config(study.config), study.out / "cells" / safe_name(cell.label), [[]],
+            check_reusable(config, study.out / "cells" / safe_name(cell.label), [[]],
                            study.seeds, [*study.overrides, *cell.overrides], seed_fields(study))
     t0 = time.monotonic()
     load_start = os.getloadavg()[0]
