@@ -41,6 +41,7 @@ def measure(run_dir: str | Path, opponents: list[str], games: int, seed: int = 0
     from magicmask.actors.envs.connect4 import builtin_player, evaluate_vs
     if games < 1:
         raise ConfigError(f"--games {games}: at least 1")
+    features = run.cfg.env.kwargs.get("features", "board")   # the observation planes the agents were trained on
     players = {}
     for name in opponents:
         try:
@@ -51,7 +52,7 @@ def measure(run_dir: str | Path, opponents: list[str], games: int, seed: int = 0
     for k, (name, player) in enumerate(players.items()):
         rows = []
         for agent, policy in enumerate(run.policies):
-            res = evaluate_vs(policy.greedy, player, games, seed + 1_000_003 * k + 7919 * agent)
+            res = evaluate_vs(policy.greedy, player, games, seed + 1_000_003 * k + 7919 * agent, features)
             wins = round(res["win"] * games)
             rows.append({**res, "win_ci": wilson(wins, games)})
         total = games * len(rows)

@@ -46,23 +46,26 @@ class Episode:
 
 
 class AgentPolicy:
-    """One trained agent (policy, value, mask), inference only (models/inference.py)."""
+    """One trained agent (policy, value, mask), inference only (models/inference.py). `greedy` and `sample` also
+    take the game's own observations (`native`: the env's `from_native`, e.g. connect4's derived planes added to
+    PettingZoo's), so an outside harness can play the agent without knowing its input features."""
 
-    def __init__(self, nets: StackedNets, tau: float):
+    def __init__(self, nets: StackedNets, tau: float, native=None):
         self.nets, self.tau = nets, tau
         self.nets.requires_grad_(False)
         self.fast = inference(nets)
+        self.native = native or (lambda obs: obs)
 
     def forward(self, obs: np.ndarray):
         """obs[B, ...] -> (logits[B, A], value[B], m[B], mask_value[B]) as numpy."""
         return self.fast.forward(obs)
 
     def greedy(self, obs: np.ndarray, legal: np.ndarray) -> int:
-        return int(softmax_legal(self.fast.logits(obs[None]), legal[None])[0].argmax())
+        return int(softmax_legal(self.fast.logits(self.native(obs)[None]), legal[None])[0].argmax())
 
     def sample(self, obs: np.ndarray, legal: np.ndarray, rng: np.random.Generator) -> int:
         """An action drawn from the policy over the legal actions."""
-        return int(sample_rows(rng, softmax_legal(self.fast.logits(obs[None]), legal[None]))[0])
+        return int(sample_rows(rng, softmax_legal(self.fast.logits(self.native(obs)[None]), legal[None]))[0])
 
 
 @dataclass
@@ -127,7 +130,8 @@ def load_run(run_dir: str | Path, ckpt: str | Path | None = None) -> TrainedRun:
     if path is None or not path.is_file():
         raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'} (train first: magicmask run)")
     st = checkpoint.load(path)
-    spec = make_env(cfg, 0).spec
+    env = make_env(cfg, 0)
+    spec = env.spec
     groups, states = group_nets(spec, cfg.ppo, cfg.mask), checkpoint.group_states(st)
     if len(states) != len(groups):
         raise ValueError(f"checkpoint {path} holds {len(states)} network group(s), env {cfg.env.name!r} with "
@@ -138,7 +142,8 @@ def load_run(run_dir: str | Path, ckpt: str | Path | None = None) -> TrainedRun:
         for j, a in enumerate(agents):
             one = build_nets(spec.for_agent(a), cfg.ppo, cfg.mask, 1)
             one.load_agent_state(0, nets.agent_state(j))
-            policies[a] = AgentPolicy(one, cfg.mask.tau)
+            policies[a] = AgentPolicy(one, cfg.mask.tau, env.from_native)
+    env.close()
     return TrainedRun(cfg, run_dir, policies, int(st["version"]))
 
 

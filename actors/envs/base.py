@@ -138,6 +138,12 @@ class AgentEnv(ABC):
         env's episode is untouched. None by default (an empty dict)."""
         return {}
 
+    def from_native(self, obs: np.ndarray) -> np.ndarray:
+        """An observation as the game itself gives it (e.g. PettingZoo's, from a harness outside this project) ->
+        the one this env's agents read. The same by default; envs that add derived input features (connect4's
+        `features`) override it, so a trained policy plays from the game's own observations too."""
+        return obs
+
     def close(self) -> None:
         """Release whatever the env holds (nothing by default)."""
 

@@ -4,9 +4,10 @@ Per episode the agent's seat (first or second player) is drawn from the episode 
 seat is played by the peer the actor picked with `set_episode_opponent` (through the opponent callback)
 or, for -1, by a uniform random player inside the env. Observations are PettingZoo's (6, 7, 2) planes
 from the acting player's perspective (plane 0: the player to move, plane 1: the other), flattened to
-84 float32; the legal set is the action mask. Reward: +1 win, -1 loss, 0 draw, at the end.
+84 float32, or with env.kwargs `features: threats` five planes (210 float32, `feature_planes`); the legal set is
+the action mask. Reward: +1 win, -1 loss, 0 draw, at the end.
 
-Also here: two evaluation opponents working on the (84,) observation alone (`random_player`,
+Also here: two evaluation opponents working on the observation's first two planes alone (`random_player`,
 `lookahead_player`), and `evaluate_vs`, which plays games between a policy and such an opponent.
 """
 from __future__ import annotations
@@ -15,10 +16,11 @@ from dataclasses import replace
 from typing import Callable
 
 import numpy as np
+from gymnasium import spaces
 from pettingzoo.classic.connect_four.connect_four import raw_env as _ConnectFourRaw
 
 from magicmask.actors.envs.base import RANDOM_OPPONENT, Opponent, random_legal
-from magicmask.actors.envs.connect4_search import H1, SearchPlayer, from_observation, winning_cells
+from magicmask.actors.envs.connect4_search import BOTTOM_ROW, CELL_BITS, H1, SearchPlayer, from_observation, winning_cells
 from magicmask.actors.envs.pettingzoo_env import AECAdapter, split_obs
 
 ROWS, COLS = 6, 7
@@ -40,13 +42,46 @@ def _all_windows() -> np.ndarray:
 WINDOWS = _all_windows()
 CELL_WINDOWS = [WINDOWS[(WINDOWS == k).any(1)] for k in range(ROWS * COLS)]   # the lines through each cell
 CELL_LINES = [[tuple(int(x) for x in w) for w in ws] for ws in CELL_WINDOWS]    # the same as tuples of ints
+FEATURES = {"board": 2, "threats": 5}   # observation planes per `features` choice
+
+
+def feature_planes(mine: int, theirs: int) -> np.ndarray:
+    """The five observation planes of features="threats" from the two sides' bitboards (connect4_search's layout),
+    as int8[6, 7, 5]: the discs of the player to move and of the other player (PettingZoo's two planes), the cells
+    a disc can be dropped into now, and the empty cells where one more disc of the player to move / of the other
+    player would complete a line of four (threats anywhere, playable now or later). The last three are what the
+    one-step lookahead player computes, given as input so the networks need not learn to compute them at every
+    place of the board (docs/RESULTS.md, "Connect Four: threat planes")."""
+    occupied = mine | theirs
+    playable = occupied + BOTTOM_ROW   # a column's lowest empty cell: the carry out of its discs (a full one's
+                                       # lands on the sentinel row, which no cell reads)
+    bits = np.array([mine, theirs, playable, winning_cells(mine) & ~occupied, winning_cells(theirs) & ~occupied],
+                    np.int64)
+    return ((bits[:, None] >> CELL_BITS) & 1).T.astype(np.int8).reshape(ROWS, COLS, 5)
 
 
 class FastConnectFour(_ConnectFourRaw):
     """PettingZoo's raw connect_four_v3 with the same rules, rewards and observations, but `step`,
     `observe` and the winner check rewritten without the original's Python loops over the board (most
     of its time; tests compare it move by move with the original). The illegal-move and order wrappers
-    are left off: the adapter checks legality itself."""
+    are left off: the adapter checks legality itself.
+
+    `features`: "board" (PettingZoo's two planes) or "threats" (`feature_planes`: those two and three derived ones)."""
+
+    def __init__(self, features: str = "board", **kwargs):
+        if features not in FEATURES:
+            raise ValueError(f"connect4: features={features!r}; allowed: {', '.join(FEATURES)}")
+        super().__init__(**kwargs)
+        self.features = features
+        if features != "board":
+            planes = (ROWS, COLS, FEATURES[features])
+            self.observation_spaces = {a: spaces.Dict({"observation": spaces.Box(0, 1, planes, np.int8),
+                                                       "action_mask": sp["action_mask"]})
+                                       for a, sp in self.observation_spaces.items()}
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed, options)
+        self.bits = [0, 0, 0]   # per piece (1, 2): its discs as a bitboard, kept up to date by `step`
 
     def wins_at(self, cell: int, piece: int) -> bool:
         """Does the piece just placed at `cell` complete a line? Only the lines through that cell can (a sixth
@@ -58,9 +93,12 @@ class FastConnectFour(_ConnectFourRaw):
     def observe(self, agent):
         b = np.fromiter(self.board, np.int8, ROWS * COLS).reshape(ROWS, COLS)
         cur = self.possible_agents.index(agent) + 1
-        obs = np.empty((ROWS, COLS, 2), np.int8)
-        obs[..., 0] = b == cur
-        obs[..., 1] = b == 3 - cur
+        if self.features == "threats":
+            obs = feature_planes(self.bits[cur], self.bits[3 - cur])
+        else:
+            obs = np.empty((ROWS, COLS, 2), np.int8)
+            obs[..., 0] = b == cur
+            obs[..., 1] = b == 3 - cur
         mask = (b[0] == 0).astype(np.int8) if agent == self.agent_selection else np.zeros(COLS, np.int8)
         return {"observation": obs, "action_mask": mask}
 
@@ -73,6 +111,7 @@ class FastConnectFour(_ConnectFourRaw):
             if self.board[i] == 0:
                 self.board[i] = piece
                 break
+        self.bits[piece] |= 1 << int(CELL_BITS[i])
         next_agent = self._agent_selector.next()
         if self.wins_at(i, piece):
             self.rewards[self.agent_selection] += 1
@@ -121,11 +160,11 @@ def builtin_player(name: str):
 
 def evaluate_vs(policy_fn: Callable[[np.ndarray, np.ndarray], int],
                 opponent_fn: Callable[[np.ndarray, np.ndarray, np.random.Generator], int],
-                episodes: int, seed: int) -> dict[str, float]:
+                episodes: int, seed: int, features: str = "board") -> dict[str, float]:
     """Play `episodes` games, the policy first in even games and second in odd ones; shares of win/loss/draw
-    from the policy's side (they sum to 1)."""
+    from the policy's side (they sum to 1). Both players see the observation planes of `features`."""
     rng = np.random.default_rng(seed)
-    env = FastConnectFour()
+    env = FastConnectFour(features)
     counts = {"win": 0, "loss": 0, "draw": 0}
     for g in range(episodes):
         env.reset(seed=seed + g)
@@ -150,10 +189,11 @@ class Connect4Env(AECAdapter):
 
     per_episode_opponent = True
 
-    def __init__(self, agent_id: int = 0, n_agents: int = 1, seat: int = -1, max_episode_steps: int = 0):
+    def __init__(self, agent_id: int = 0, n_agents: int = 1, seat: int = -1, max_episode_steps: int = 0,
+                 features: str = "board"):
         if seat not in (-1, 0, 1):
             raise ValueError(f"connect4: seat={seat!r} must be -1 (drawn per episode), 0 (first) or 1 (second)")
-        super().__init__(FastConnectFour(), agent_id, n_agents, name="connect4",
+        super().__init__(FastConnectFour(features), agent_id, n_agents, name="connect4",
                          max_episode_steps=max_episode_steps, seat=SEATS[0])
         self.seat_mode = seat
         self.spec = replace(self.spec, mirror_actions=tuple(range(COLS - 1, -1, -1)))   # the game mirrored: c -> 6 - c
@@ -172,6 +212,18 @@ class Connect4Env(AECAdapter):
             self.episode_opponent = opponent
         else:
             self.episode_opponent = int(opponent)
+
+    def from_native(self, obs: np.ndarray) -> np.ndarray:
+        """PettingZoo's two planes -> this env's observation (the derived planes of env.kwargs `features` added);
+        an observation that has them already is returned as it is."""
+        obs = np.asarray(obs, np.float32).reshape(-1)
+        if obs.size == self.spec.obs_dim:
+            return obs
+        if obs.size != ROWS * COLS * FEATURES["board"]:
+            raise ValueError(f"connect4: an observation of {obs.size} values; expected PettingZoo's 6 x 7 x 2 planes "
+                             f"(84) or this env's {self.spec.obs_dim}")
+        mine, theirs, _ = from_observation(obs)
+        return feature_planes(mine, theirs).reshape(-1).astype(np.float32)
 
     def _reset(self, seed: int):
         if self.seat_mode < 0:
@@ -207,7 +259,7 @@ class Connect4Env(AECAdapter):
         depth-2 alpha-beta player (keys vs_lookahead_win, vs_search2_win, ...)."""
         out = {}
         for name in self.EVAL_PLAYERS:
-            res = evaluate_vs(policy_fn, builtin_player(name), episodes, int(rng.integers(2**31)))
+            res = evaluate_vs(policy_fn, builtin_player(name), episodes, int(rng.integers(2**31)), self.env.features)
             out.update({f"vs_{name.replace(':', '')}_{k}": v for k, v in res.items()})
         return out
 

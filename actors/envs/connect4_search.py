@@ -30,7 +30,8 @@ def _window_starts() -> dict[int, int]:
 
 WINDOW_STARTS = _window_starts()
 CENTRE_MASK = sum(1 << (3 * H1 + r) for r in range(ROWS))
-OBS_BITS = np.array([1 << (c * H1 + (ROWS - 1 - r)) for r in range(ROWS) for c in range(COLS)], np.int64)
+CELL_BITS = np.array([c * H1 + (ROWS - 1 - r) for r in range(ROWS) for c in range(COLS)], np.int64)  # cell r*7+c's bit
+OBS_BITS = np.int64(1) << CELL_BITS
 
 
 def has_four(b: int) -> bool:
@@ -42,8 +43,9 @@ def has_four(b: int) -> bool:
 
 
 def from_observation(obs: np.ndarray) -> tuple[int, int, list[int]]:
-    """(mine, theirs, heights) from the (6, 7, 2) planes (row 0 on top; plane 0 = the player to move)."""
-    planes = np.asarray(obs).reshape(ROWS * COLS, 2) > 0.5
+    """(mine, theirs, heights) from the (6, 7, C) planes (row 0 on top; plane 0 = the player to move, plane 1 the
+    other; further planes, the env's `features`, are derived from these two and ignored here)."""
+    planes = np.asarray(obs).reshape(ROWS * COLS, -1)[:, :2] > 0.5
     mine, theirs = (int(OBS_BITS @ planes[:, k]) for k in (0, 1))
     heights = (planes[:, 0] | planes[:, 1]).reshape(ROWS, COLS).sum(0).tolist()   # pieces rest on each other
     return mine, theirs, heights
@@ -150,6 +152,7 @@ def _cell_lines() -> list[tuple[int, ...]]:
 
 CELL_LINE_MASKS = _cell_lines()
 BOARD_MASK = sum(1 << (c * H1 + r) for c in range(COLS) for r in range(ROWS))
+BOTTOM_ROW = sum(1 << (c * H1) for c in range(COLS))
 LINE_POINTS = (0, 0, 2, 5, 0)   # a line's points in the heuristic by its count of one side's discs
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from magicmask.actors.envs import env_spec, make_env
-from magicmask.actors.envs.connect4 import (CELL_WINDOWS, COLS, ROWS, FastConnectFour, evaluate_vs, lookahead_player,
-                                            random_player)
+from magicmask.actors.envs.connect4 import (CELL_WINDOWS, COLS, ROWS, FastConnectFour, builtin_player, evaluate_vs,
+                                            lookahead_player, random_player)
 from magicmask.actors.envs.gates import GatesEnv
 from magicmask.actors.evaluation import evaluate
 from magicmask.models.networks import build_nets
@@ -373,6 +373,86 @@ def test_lookahead_beats_random_and_evaluate_vs_sums_to_one():
     env = make_env(cfg_for("connect4"), 0)
     extra = env.evaluate_extra(lambda o, lg: int(np.flatnonzero(lg)[0]), 4, rng)
     assert set(extra) == {f"vs_{p}_{r}" for p in ("lookahead", "search2") for r in ("win", "loss", "draw")}
+
+
+def test_threat_planes_are_the_rule_on_every_position_of_random_games():
+    """features=threats: planes 0-1 are the board's two planes, plane 2 each column's lowest empty cell, planes 3-4
+    the empty cells (playable or not) where a disc of the player to move / of the other would complete four,
+    spelled out with wins_with on ~2,000 positions; threats of both sides, and ones not yet playable, occur."""
+    rng, seen = np.random.default_rng(2), {"mine": 0, "theirs": 0, "hanging": 0}
+    board, threats = FastConnectFour(), FastConnectFour("threats")
+    for g in range(100):
+        board.reset(seed=g)
+        threats.reset(seed=g)
+        while not any(board.terminations.values()):
+            sel = board.agent_selection
+            two = board.observe(sel)["observation"]
+            five = threats.observe(sel)["observation"]
+            assert five.shape == (ROWS, COLS, 5) and five.dtype == np.int8 and np.array_equal(five[..., :2], two)
+            mine, theirs = (two[..., k].reshape(-1) > 0 for k in (0, 1))
+            occupied = mine | theirs
+            lowest = {drop_cell(occupied, c) for c in range(COLS)} - {None}
+            assert {int(k) for k in np.flatnonzero(five[..., 2].reshape(-1))} == lowest
+            for plane, pieces, name in ((3, mine, "mine"), (4, theirs, "theirs")):
+                want = {k for k in range(ROWS * COLS) if not occupied[k] and wins_with(pieces, k)}
+                assert {int(k) for k in np.flatnonzero(five[..., plane].reshape(-1))} == want
+                seen[name] += bool(want)
+                seen["hanging"] += bool(want - lowest)
+            a = int(rng.choice(np.flatnonzero(board.observe(sel)["action_mask"])))
+            board.step(a)
+            threats.step(a)
+    assert min(seen.values()) > 50
+
+
+def test_threat_features_through_the_config():
+    """env.kwargs features: the spec grows to 5 planes (mirror and board convolution still apply), the built-in
+    players read the first two planes and play the same moves, evaluation plays on the same planes, and a
+    wrong value fails before anything runs, naming the allowed ones."""
+    env = make_env(cfg_for("connect4", features="threats"), 0)
+    assert env.spec.obs_shape == (210,) and env.spec.board_shape == (ROWS, COLS, 5)
+    cfg = cfg_for("connect4", features="threats")
+    cfg.ppo.board_filters, cfg.ppo.mirror = 8, True
+    nets = build_nets(env.spec, cfg.ppo, cfg.mask, 2, seed=0)
+    obs, legal, _ = env.reset(seed=3)
+    assert nets(torch.as_tensor(obs)[None, None].expand(2, 1, -1))[0].shape == (2, 1, COLS)
+    rng, game = np.random.default_rng(0), FastConnectFour("threats")
+    game.reset(seed=0)
+    for a in (0, 0, 1, 1, 2):     # the first player holds three of the bottom row: column 3 wins or blocks
+        game.step(a)
+    five = game.observe(game.agent_selection)["observation"].astype(np.float32)
+    legal = np.ones(COLS, bool)
+    assert lookahead_player(five.reshape(-1), legal, rng) == 3
+    assert builtin_player("search:2")(five.reshape(-1), legal, rng) == 3
+    shapes = set()
+    res = evaluate_vs(lambda o, lg: shapes.add(o.size) or int(np.flatnonzero(lg)[0]), lookahead_player, 4, 0, "threats")
+    assert shapes == {210} and abs(sum(res.values()) - 1) < 1e-9
+    with pytest.raises(ConfigError, match=r"features='planes'.*board, threats"):
+        make_env(cfg_for("connect4", features="planes"), 0)
+
+
+def test_a_threats_policy_plays_from_pettingzoo_observations():
+    """An outside harness hands a trained agent PettingZoo's 84 values: AgentPolicy adds the derived planes
+    (the env's from_native) and plays as it does on the env's own 210; other sizes are refused by name."""
+    from magicmask.explain.episodes import AgentPolicy
+    cfg = cfg_for("connect4", agents=1, features="threats")
+    env = make_env(cfg, 0)
+    policy = AgentPolicy(build_nets(env.spec, cfg.ppo, cfg.mask, 1, seed=4), cfg.mask.tau, env.from_native)
+    game, plain = FastConnectFour("threats"), FastConnectFour()
+    rng = np.random.default_rng(0)
+    for g in range(5):
+        game.reset(seed=g)
+        plain.reset(seed=g)
+        while not any(game.terminations.values()):
+            sel = game.agent_selection
+            five, two = (e.observe(sel)["observation"].astype(np.float32).reshape(-1) for e in (game, plain))
+            legal = game.observe(sel)["action_mask"].astype(bool)
+            assert np.array_equal(env.from_native(two), five)
+            assert policy.greedy(two, legal) == policy.greedy(five, legal)
+            a = int(rng.choice(np.flatnonzero(legal)))
+            game.step(a)
+            plain.step(a)
+    with pytest.raises(ValueError, match="an observation of 3 values"):
+        env.from_native(np.zeros(3))
 
 
 # ================= the declared hooks, and evaluation calling them without probing =================
