@@ -174,14 +174,15 @@ def rllib_child(args) -> int:
     from ray.rllib.env.multi_agent_env import MultiAgentEnv
     from ray.rllib.examples.rl_modules.classes.action_masking_rlm import ActionMaskingTorchRLModule
 
-    from magicmask.actors.envs.connect4 import COLS, ROWS, SEATS, FastConnectFour, builtin_player, evaluate_vs
+    from magicmask.actors.envs.connect4 import COLS, FEATURES, ROWS, SEATS, FastConnectFour, builtin_player, evaluate_vs
     from magicmask.protocol import config as C
     from magicmask.protocol.opponents import opponent_mix
 
     cfg = C.load(PRESET, [*args.set, f"run.total_steps={args.steps}"], environ={})
     n, mix = cfg.run.agents, opponent_mix(cfg.env.opponents)
     builtin = {k: w for k, w in mix.items() if k not in ("peers", "league", "self")}   # the rest: modules play
-    space = gym.spaces.Dict({"observations": gym.spaces.Box(0.0, 1.0, (ROWS * COLS * 2,), np.float32),
+    features = cfg.env.kwargs.get("features", "board")   # the preset's observation planes, as our agents see them
+    space = gym.spaces.Dict({"observations": gym.spaces.Box(0.0, 1.0, (ROWS * COLS * FEATURES[features],), np.float32),
                              "action_mask": gym.spaces.Box(0.0, 1.0, (COLS,), np.float32)})
 
     class Connect4(MultiAgentEnv):
@@ -189,7 +190,7 @@ def rllib_child(args) -> int:
 
         def __init__(self, config=None):
             super().__init__()
-            self.game = FastConnectFour()
+            self.game = FastConnectFour(features)
             self.possible_agents = self.agents = list(SEATS)
             self.observation_spaces = {s: space for s in SEATS}
             self.action_spaces = {s: gym.spaces.Discrete(COLS) for s in SEATS}
@@ -275,7 +276,7 @@ def rllib_child(args) -> int:
                 if cfg.env.eval_every and (it == 1 or it % cfg.env.eval_every == 0 or stop):
                     d["eval"] = {f"vs_{name.replace(':', '')}_{k}": v for name in ("random", "lookahead", "search:2")
                                  for k, v in evaluate_vs(greedy(f"p{i}"), builtin_player(name), cfg.env.eval_episodes,
-                                                         int(eval_rng.integers(2**31))).items()}
+                                                         int(eval_rng.integers(2**31)), features).items()}
                 row["agents"][str(i)] = d
             f.write(json.dumps(row) + "\n")
             f.flush()

@@ -4,8 +4,8 @@ Per episode the agent's seat (first or second player) is drawn from the episode 
 seat is played by the peer the actor picked with `set_episode_opponent` (through the opponent callback)
 or, for -1, by a uniform random player inside the env. Observations are PettingZoo's (6, 7, 2) planes
 from the acting player's perspective (plane 0: the player to move, plane 1: the other), flattened to
-84 float32, or with env.kwargs `features: threats` five planes (210 float32, `feature_planes`); the legal set is
-the action mask. Reward: +1 win, -1 loss, 0 draw, at the end.
+84 float32, or with env.kwargs `features: threats` / `tactics` five / eight planes (`feature_planes`); the legal
+set is the action mask. Reward: +1 win, -1 loss, 0 draw, at the end.
 
 Also here: two evaluation opponents working on the observation's first two planes alone (`random_player`,
 `lookahead_player`), and `evaluate_vs`, which plays games between a policy and such an opponent.
@@ -42,22 +42,27 @@ def _all_windows() -> np.ndarray:
 WINDOWS = _all_windows()
 CELL_WINDOWS = [WINDOWS[(WINDOWS == k).any(1)] for k in range(ROWS * COLS)]   # the lines through each cell
 CELL_LINES = [[tuple(int(x) for x in w) for w in ws] for ws in CELL_WINDOWS]    # the same as tuples of ints
-FEATURES = {"board": 2, "threats": 5}   # observation planes per `features` choice
+FEATURES = {"board": 2, "threats": 5, "tactics": 8}   # observation planes per `features` choice
 
 
-def feature_planes(mine: int, theirs: int) -> np.ndarray:
-    """The five observation planes of features="threats" from the two sides' bitboards (connect4_search's layout),
-    as int8[6, 7, 5]: the discs of the player to move and of the other player (PettingZoo's two planes), the cells
-    a disc can be dropped into now, and the empty cells where one more disc of the player to move / of the other
-    player would complete a line of four (threats anywhere, playable now or later). The last three are what the
-    one-step lookahead player computes, given as input so the networks need not learn to compute them at every
-    place of the board (docs/RESULTS.md, "Connect Four: threat planes")."""
+def feature_planes(mine: int, theirs: int, planes: int = 5) -> np.ndarray:
+    """The observation planes of features="threats" (5) or "tactics" (8) from the two sides' bitboards
+    (connect4_search's layout), as int8[6, 7, planes]: the discs of the player to move and of the other player
+    (PettingZoo's two planes), the cells a disc can be dropped into now, and the empty cells where one more disc of
+    the player to move / of the other player would complete a line of four (threats anywhere, playable now or
+    later); "tactics" adds the playable ones among those (win now, block now) and the playable cells right under
+    one of the other player's threats (a disc there hands them the cell above). What the one-step lookahead
+    player computes, given as input so the networks need not learn to compute it at every place of the board
+    (docs/RESULTS.md, "Connect Four: threat planes")."""
     occupied = mine | theirs
     playable = occupied + BOTTOM_ROW   # a column's lowest empty cell: the carry out of its discs (a full one's
                                        # lands on the sentinel row, which no cell reads)
-    bits = np.array([mine, theirs, playable, winning_cells(mine) & ~occupied, winning_cells(theirs) & ~occupied],
-                    np.int64)
-    return ((bits[:, None] >> CELL_BITS) & 1).T.astype(np.int8).reshape(ROWS, COLS, 5)
+    my_threats, their_threats = winning_cells(mine) & ~occupied, winning_cells(theirs) & ~occupied
+    rows = [mine, theirs, playable, my_threats, their_threats]
+    if planes == 8:   # >> 1: the bit of the cell above
+        rows += [playable & my_threats, playable & their_threats, playable & (their_threats >> 1)]
+    bits = np.array(rows, np.int64)
+    return ((bits[:, None] >> CELL_BITS) & 1).T.astype(np.int8).reshape(ROWS, COLS, planes)
 
 
 class FastConnectFour(_ConnectFourRaw):
@@ -66,7 +71,8 @@ class FastConnectFour(_ConnectFourRaw):
     of its time; tests compare it move by move with the original). The illegal-move and order wrappers
     are left off: the adapter checks legality itself.
 
-    `features`: "board" (PettingZoo's two planes) or "threats" (`feature_planes`: those two and three derived ones)."""
+    `features`: "board" (PettingZoo's two planes), "threats" or "tactics" (`feature_planes`: those two and three or
+    six derived ones)."""
 
     def __init__(self, features: str = "board", **kwargs):
         if features not in FEATURES:
@@ -93,8 +99,8 @@ class FastConnectFour(_ConnectFourRaw):
     def observe(self, agent):
         b = np.fromiter(self.board, np.int8, ROWS * COLS).reshape(ROWS, COLS)
         cur = self.possible_agents.index(agent) + 1
-        if self.features == "threats":
-            obs = feature_planes(self.bits[cur], self.bits[3 - cur])
+        if self.features != "board":
+            obs = feature_planes(self.bits[cur], self.bits[3 - cur], FEATURES[self.features])
         else:
             obs = np.empty((ROWS, COLS, 2), np.int8)
             obs[..., 0] = b == cur
@@ -223,7 +229,7 @@ class Connect4Env(AECAdapter):
             raise ValueError(f"connect4: an observation of {obs.size} values; expected PettingZoo's 6 x 7 x 2 planes "
                              f"(84) or this env's {self.spec.obs_dim}")
         mine, theirs, _ = from_observation(obs)
-        return feature_planes(mine, theirs).reshape(-1).astype(np.float32)
+        return feature_planes(mine, theirs, FEATURES[self.env.features]).reshape(-1).astype(np.float32)
 
     def _reset(self, seed: int):
         if self.seat_mode < 0:

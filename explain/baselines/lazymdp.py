@@ -21,6 +21,10 @@ Q head, so Q is approximated post hoc on the frozen policy's data, exactly as fo
      propagate k steps of the policy's return, the standard FQE iteration.
   4. importance = the gap of the fitted head on the recorded observations.
 
+Every pass computes only the Q columns it needs (the actions taken, the target policy's actions, the actions
+legal somewhere in the episode): Dou Dizhu's features head scores each of its 27,472 actions through an encoder,
+and all of them per minibatch made the fit take hours; on dense heads the values are the same.
+
 The gap is non-negative by construction, so StateMask's absolute value is a no-op here.
 """
 from __future__ import annotations
@@ -95,11 +99,11 @@ class LazyMDPExplainer(Explainer):
                         target = r.clone()
                     else:
                         q_tgt = copy.deepcopy(self.q)
-                        q_next = self._q(q_tgt, s2).gather(1, next_a[:, None])[:, 0]
+                        q_next = self._q_taken(q_tgt, s2, next_a)
                         target = r + gamma * not_term * q_next
                 total = 0.0
                 for idx in torch.randperm(n, generator=gen).split(self.BATCH):
-                    pred = self._q(self.q, s[idx]).gather(1, a[idx][:, None])[:, 0]
+                    pred = self._q_taken(self.q, s[idx], a[idx])
                     loss = F.smooth_l1_loss(pred, target[idx])
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -109,17 +113,26 @@ class LazyMDPExplainer(Explainer):
         self.q.requires_grad_(False)
 
     @staticmethod
-    def _q(nets, obs: torch.Tensor) -> torch.Tensor:
-        """Q(s, .) [B, A]: the policy head of a network of the agent's architecture."""
-        return nets(obs[None])[0][0]
+    def _q(nets, obs: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
+        """Q(s, .) [B, A], or only the columns `actions` (sorted ids) [B, len(actions)]: the policy head of a
+        network of the agent's architecture."""
+        return nets(obs[None], actions=actions)[0][0]
 
-    def q_values(self, obs: np.ndarray) -> np.ndarray:
-        """The fitted Q(s, .) for observations obs[B, ...] -> [B, A]."""
+    @classmethod
+    def _q_taken(cls, nets, obs: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+        """Q(s_i, a_i) [B], computing only the distinct actions in `acts`."""
+        ids, column = torch.unique(acts, return_inverse=True)   # sorted ids; column of each a_i among them
+        return cls._q(nets, obs, ids).gather(1, column[:, None])[:, 0]
+
+    def q_values(self, obs: np.ndarray, actions: np.ndarray | None = None) -> np.ndarray:
+        """The fitted Q(s, .) for observations obs[B, ...] -> [B, A], or [B, len(actions)] for sorted ids."""
+        cols = None if actions is None else torch.as_tensor(np.asarray(actions, np.int64))
         with torch.no_grad():
-            return self._q(self.q, torch.as_tensor(np.asarray(obs))).double().numpy()
+            return self._q(self.q, torch.as_tensor(np.asarray(obs)), cols).double().numpy()
 
     def _importance(self, ep):
-        return legal_gap(self.q_values(ep.obs), ep.legal)
+        cols = np.flatnonzero(ep.legal.any(0))   # the actions legal anywhere in the episode
+        return legal_gap(self.q_values(ep.obs, cols), ep.legal[:, cols])
 
 
 EXPLAINER = LazyMDPExplainer   # what make_explainer('lazymdp') builds

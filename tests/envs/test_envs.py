@@ -377,31 +377,41 @@ def test_lookahead_beats_random_and_evaluate_vs_sums_to_one():
 
 def test_threat_planes_are_the_rule_on_every_position_of_random_games():
     """features=threats: planes 0-1 are the board's two planes, plane 2 each column's lowest empty cell, planes 3-4
-    the empty cells (playable or not) where a disc of the player to move / of the other would complete four,
-    spelled out with wins_with on ~2,000 positions; threats of both sides, and ones not yet playable, occur."""
-    rng, seen = np.random.default_rng(2), {"mine": 0, "theirs": 0, "hanging": 0}
-    board, threats = FastConnectFour(), FastConnectFour("threats")
+    the empty cells (playable or not) where a disc of the player to move / of the other would complete four;
+    features=tactics adds the playable cells among those (win now, block now) and the playable cells right under
+    one of the other's threats (playing there hands them the win). Spelled out with wins_with on ~2,000
+    positions; threats of both sides, ones not yet playable, and every tactical plane occur."""
+    rng, seen = np.random.default_rng(2), {"mine": 0, "theirs": 0, "hanging": 0, 5: 0, 6: 0, 7: 0}
+    board, threats, tactics = FastConnectFour(), FastConnectFour("threats"), FastConnectFour("tactics")
     for g in range(100):
-        board.reset(seed=g)
-        threats.reset(seed=g)
+        for env in (board, threats, tactics):
+            env.reset(seed=g)
         while not any(board.terminations.values()):
             sel = board.agent_selection
             two = board.observe(sel)["observation"]
             five = threats.observe(sel)["observation"]
+            eight = tactics.observe(sel)["observation"]
             assert five.shape == (ROWS, COLS, 5) and five.dtype == np.int8 and np.array_equal(five[..., :2], two)
+            assert eight.shape == (ROWS, COLS, 8) and np.array_equal(eight[..., :5], five)
             mine, theirs = (two[..., k].reshape(-1) > 0 for k in (0, 1))
             occupied = mine | theirs
             lowest = {drop_cell(occupied, c) for c in range(COLS)} - {None}
             assert {int(k) for k in np.flatnonzero(five[..., 2].reshape(-1))} == lowest
+            want = {}
             for plane, pieces, name in ((3, mine, "mine"), (4, theirs, "theirs")):
-                want = {k for k in range(ROWS * COLS) if not occupied[k] and wins_with(pieces, k)}
-                assert {int(k) for k in np.flatnonzero(five[..., plane].reshape(-1))} == want
-                seen[name] += bool(want)
-                seen["hanging"] += bool(want - lowest)
+                want[plane] = {k for k in range(ROWS * COLS) if not occupied[k] and wins_with(pieces, k)}
+                assert {int(k) for k in np.flatnonzero(five[..., plane].reshape(-1))} == want[plane]
+                seen[name] += bool(want[plane])
+                seen["hanging"] += bool(want[plane] - lowest)
+            want[5], want[6] = lowest & want[3], lowest & want[4]
+            want[7] = {k for k in lowest if k - COLS in want[4]}   # the cell above k is one of their threats
+            for plane in (5, 6, 7):
+                assert {int(k) for k in np.flatnonzero(eight[..., plane].reshape(-1))} == want[plane]
+                seen[plane] += bool(want[plane])
             a = int(rng.choice(np.flatnonzero(board.observe(sel)["action_mask"])))
-            board.step(a)
-            threats.step(a)
-    assert min(seen.values()) > 50
+            for env in (board, threats, tactics):
+                env.step(a)
+    assert min(seen.values()) > 20, seen
 
 
 def test_threat_features_through_the_config():
@@ -426,7 +436,7 @@ def test_threat_features_through_the_config():
     shapes = set()
     res = evaluate_vs(lambda o, lg: shapes.add(o.size) or int(np.flatnonzero(lg)[0]), lookahead_player, 4, 0, "threats")
     assert shapes == {210} and abs(sum(res.values()) - 1) < 1e-9
-    with pytest.raises(ConfigError, match=r"features='planes'.*board, threats"):
+    with pytest.raises(ConfigError, match=r"features='planes'.*board, threats, tactics"):
         make_env(cfg_for("connect4", features="planes"), 0)
 
 

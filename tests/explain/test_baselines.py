@@ -135,6 +135,13 @@ def test_lazymdp_gap_is_larger_at_gates(gates_run, episodes):
     q = ex.q_values(episodes[0].obs)
     gate = int(np.flatnonzero(episodes[0].true_critical)[0])
     assert q[gate].argmax() == episodes[0].own_actions[gate]   # the fitted Q prefers the cue's action
+    # only the needed columns: the same values as the full head's (the fit and the gap compute no others)
+    cols = np.array([0, 2])
+    assert np.allclose(ex.q_values(episodes[0].obs, cols), q[:, cols], atol=1e-6)
+    obs = torch.as_tensor(episodes[0].obs)
+    acts = torch.as_tensor(np.resize([2, 0, 2, 1], len(obs)))
+    taken = ex._q_taken(ex.q, obs, acts).numpy()
+    assert np.allclose(taken, q[np.arange(len(obs)), acts.numpy()], atol=1e-6)
 
 
 def test_edge_trains_and_its_weights_sum_to_one(gates_run, episodes):
