@@ -3,7 +3,8 @@
 Each agent's greedy policy (the run's latest checkpoint, or --checkpoint) plays `games` games against each
 opponent, first in even games and second in odd ones (`evaluate_vs`); the win share comes with its 95% Wilson
 score interval (binomial: it stays inside [0, 1] where a normal interval would not), per agent and pooled over
-the agents. Written to RUN_DIR/strength.json and printed as a table. The numbers the actors log during training
+the agents, and the lost games counted by what the agent's last move got wrong (missed a win, did not block,
+played under a threat, or it faced a double threat already: connect4's `loss_reason`). Written to RUN_DIR/strength.json and printed as a table. The numbers the actors log during training
 (vs_lookahead_win, vs_search2_win) use 50 games at a time and only those two players; this is the measurement
 for a finished run, e.g. the search:4 goal of deploy/configs/connect4-strong.yaml.
 
@@ -38,10 +39,10 @@ def measure(run_dir: str | Path, opponents: list[str], games: int, seed: int = 0
     if run.cfg.env.name != "connect4":
         raise ConfigError(f"env {run.cfg.env.name!r} has no built-in players to play against "
                           f"(connect4 has: lookahead, search:<depth>, random)")
-    from magicmask.actors.envs.connect4 import builtin_player, evaluate_vs
+    from magicmask.actors.envs.connect4 import LOSS_REASONS, builtin_player, evaluate_vs, features_of
     if games < 1:
         raise ConfigError(f"--games {games}: at least 1")
-    features = run.cfg.env.kwargs.get("features", "board")   # the observation planes the agents were trained on
+    features = features_of(run.cfg)   # the observation planes the agents were trained on
     players = {}
     for name in opponents:
         try:
@@ -52,12 +53,14 @@ def measure(run_dir: str | Path, opponents: list[str], games: int, seed: int = 0
     for k, (name, player) in enumerate(players.items()):
         rows = []
         for agent, policy in enumerate(run.policies):
-            res = evaluate_vs(policy.greedy, player, games, seed + 1_000_003 * k + 7919 * agent, features)
+            losses = dict.fromkeys(LOSS_REASONS, 0)
+            res = evaluate_vs(policy.greedy, player, games, seed + 1_000_003 * k + 7919 * agent, features, losses)
             wins = round(res["win"] * games)
-            rows.append({**res, "win_ci": wilson(wins, games)})
+            rows.append({**res, "win_ci": wilson(wins, games), "losses": losses})
         total = games * len(rows)
         wins = sum(round(r["win"] * games) for r in rows)
         pooled = {key: sum(r[key] for r in rows) / len(rows) for key in ("win", "loss", "draw")}
+        pooled["losses"] = {why: sum(r["losses"][why] for r in rows) for why in LOSS_REASONS}
         out["opponents"][name] = {"agents": rows, "pooled": {**pooled, "win_ci": wilson(wins, total)}}
     Path(run_dir, "strength.json").write_text(json.dumps(out, indent=1))
     return out
@@ -73,4 +76,8 @@ def table(result: dict) -> str:
         lo, hi = r["pooled"]["win_ci"]
         cells = [f"{a['win']:.2f}" for a in r["agents"]]
         lines.append(f"| {name} | {r['pooled']['win']:.3f} [{lo:.3f}, {hi:.3f}] | " + " | ".join(cells) + " |")
+    lines += ["", "Lost games, by the agent's last move before the loss (connect4's `loss_reason`):"]
+    for name, r in result["opponents"].items():
+        counts = r["pooled"]["losses"]
+        lines.append(f"- {name}: {sum(counts.values())} lost: " + ", ".join(f"{why} {n}" for why, n in counts.items()))
     return "\n".join(lines)

@@ -174,14 +174,15 @@ def rllib_child(args) -> int:
     from ray.rllib.env.multi_agent_env import MultiAgentEnv
     from ray.rllib.examples.rl_modules.classes.action_masking_rlm import ActionMaskingTorchRLModule
 
-    from magicmask.actors.envs.connect4 import COLS, FEATURES, ROWS, SEATS, FastConnectFour, builtin_player, evaluate_vs
+    from magicmask.actors.envs.connect4 import (COLS, FEATURES, ROWS, SEATS, FastConnectFour, builtin_player, evaluate_vs,
+                                                features_of)
     from magicmask.protocol import config as C
     from magicmask.protocol.opponents import opponent_mix
 
     cfg = C.load(PRESET, [*args.set, f"run.total_steps={args.steps}"], environ={})
     n, mix = cfg.run.agents, opponent_mix(cfg.env.opponents)
     builtin = {k: w for k, w in mix.items() if k not in ("peers", "league", "self")}   # the rest: modules play
-    features = cfg.env.kwargs.get("features", "board")   # the preset's observation planes, as our agents see them
+    features = features_of(cfg)   # the preset's observation planes, as our agents see them
     space = gym.spaces.Dict({"observations": gym.spaces.Box(0.0, 1.0, (ROWS * COLS * FEATURES[features],), np.float32),
                              "action_mask": gym.spaces.Box(0.0, 1.0, (COLS,), np.float32)})
 

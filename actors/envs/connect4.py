@@ -45,6 +45,11 @@ CELL_LINES = [[tuple(int(x) for x in w) for w in ws] for ws in CELL_WINDOWS]    
 FEATURES = {"board": 2, "threats": 5, "tactics": 8}   # observation planes per `features` choice
 
 
+def features_of(cfg) -> str:
+    """The observation planes a run's config asks for: env.kwargs `features`, "board" when not given."""
+    return cfg.env.kwargs.get("features", "board")
+
+
 def feature_planes(mine: int, theirs: int, planes: int = 5) -> np.ndarray:
     """The observation planes of features="threats" (5) or "tactics" (8) from the two sides' bitboards
     (connect4_search's layout), as int8[6, 7, planes]: the discs of the player to move and of the other player
@@ -97,15 +102,17 @@ class FastConnectFour(_ConnectFourRaw):
                    for a, b, c, d in CELL_LINES[cell])
 
     def observe(self, agent):
-        b = np.fromiter(self.board, np.int8, ROWS * COLS).reshape(ROWS, COLS)
         cur = self.possible_agents.index(agent) + 1
         if self.features != "board":
             obs = feature_planes(self.bits[cur], self.bits[3 - cur], FEATURES[self.features])
         else:
+            b = np.fromiter(self.board, np.int8, ROWS * COLS).reshape(ROWS, COLS)
             obs = np.empty((ROWS, COLS, 2), np.int8)
             obs[..., 0] = b == cur
             obs[..., 1] = b == 3 - cur
-        mask = (b[0] == 0).astype(np.int8) if agent == self.agent_selection else np.zeros(COLS, np.int8)
+        mask = np.zeros(COLS, np.int8)
+        if agent == self.agent_selection:
+            mask[:] = [cell == 0 for cell in self.board[:COLS]]   # the top row's empty cells: the open columns
         return {"observation": obs, "action_mask": mask}
 
     def step(self, action):
@@ -164,17 +171,41 @@ def builtin_player(name: str):
     raise ValueError(f"connect4: no built-in player {name!r}; allowed: random, lookahead, search:<depth>")
 
 
+LOSS_REASONS = ("missed a win", "did not block", "played under a threat", "faced a double threat")
+
+
+def loss_reason(mine: int, theirs: int, column: int) -> str:
+    """Why a game was lost, read off the position before the loser's last move (the two sides' bitboards, the
+    loser's first) and the column it played. The winner's next disc lands on one of its threat cells that is
+    playable after that move: either one that was playable before (two of them: "faced a double threat", lost
+    already; one, not taken: "did not block"), or the cell just above the loser's disc ("played under a threat").
+    A playable threat of the loser's own comes first ("missed a win"). These four cover every loss; `magicmask
+    strength` counts them (docs/RESULTS.md, "Connect Four: threat planes")."""
+    occupied = mine | theirs
+    playable = occupied + BOTTOM_ROW
+    if playable & winning_cells(mine) & ~occupied:
+        return "missed a win"
+    blocks = playable & winning_cells(theirs) & ~occupied
+    if blocks & (blocks - 1):
+        return "faced a double threat"
+    landing = playable & (((1 << H1) - 1) << (column * H1))
+    return "did not block" if blocks and not blocks & landing else "played under a threat"
+
+
 def evaluate_vs(policy_fn: Callable[[np.ndarray, np.ndarray], int],
                 opponent_fn: Callable[[np.ndarray, np.ndarray, np.random.Generator], int],
-                episodes: int, seed: int, features: str = "board") -> dict[str, float]:
+                episodes: int, seed: int, features: str = "board", losses: dict[str, int] | None = None
+                ) -> dict[str, float]:
     """Play `episodes` games, the policy first in even games and second in odd ones; shares of win/loss/draw
-    from the policy's side (they sum to 1). Both players see the observation planes of `features`."""
+    from the policy's side (they sum to 1). Both players see the observation planes of `features`. `losses`,
+    when given, counts the policy's lost games by `loss_reason`."""
     rng = np.random.default_rng(seed)
     env = FastConnectFour(features)
     counts = {"win": 0, "loss": 0, "draw": 0}
     for g in range(episodes):
         env.reset(seed=seed + g)
         me = SEATS[g % 2]
+        piece = g % 2 + 1
         while not any(env.terminations.values()):
             sel = env.agent_selection
             obs, legal = split_obs(env.observe(sel), COLS)
@@ -182,9 +213,14 @@ def evaluate_vs(policy_fn: Callable[[np.ndarray, np.ndarray], int],
             if not legal[a]:
                 who = "policy" if sel == me else "opponent"
                 raise ValueError(f"evaluate_vs: {who} chose illegal column {a}; legal: {np.flatnonzero(legal).tolist()}")
+            if sel == me:
+                last = (env.bits[piece], env.bits[3 - piece], a)   # the position before our move, for `loss_reason`
             env.step(a)
         r = env.rewards[me]
         counts["win" if r > 0 else "loss" if r < 0 else "draw"] += 1
+        if r < 0 and losses is not None:
+            reason = loss_reason(*last)
+            losses[reason] = losses.get(reason, 0) + 1
     n = max(episodes, 1)
     return {k: v / n for k, v in counts.items()}
 

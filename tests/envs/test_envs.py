@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from magicmask.actors.envs import env_spec, make_env
-from magicmask.actors.envs.connect4 import (CELL_WINDOWS, COLS, ROWS, FastConnectFour, builtin_player, evaluate_vs,
-                                            lookahead_player, random_player)
+from magicmask.actors.envs.connect4 import (CELL_WINDOWS, COLS, LOSS_REASONS, ROWS, SEATS, FastConnectFour, builtin_player,
+                                            evaluate_vs, loss_reason, lookahead_player, random_player)
 from magicmask.actors.envs.gates import GatesEnv
+from magicmask.actors.envs.pettingzoo_env import split_obs
 from magicmask.actors.evaluation import evaluate
 from magicmask.models.networks import build_nets
 from magicmask.protocol.config import Config, ConfigError
@@ -344,7 +345,6 @@ def test_lookahead_moves_are_the_rule_on_every_position_of_random_games():
     """The bitboard lookahead against the rule spelled out with drop_cell and wins_with, on ~2,000 positions:
     a winning column when there is one, else a blocking one, else any legal column; every winning (blocking)
     column gets drawn."""
-    from magicmask.actors.envs.connect4 import split_obs
     rng, env, drawn = np.random.default_rng(1), FastConnectFour(), {}
     for g in range(100):
         env.reset(seed=g)
@@ -412,6 +412,42 @@ def test_threat_planes_are_the_rule_on_every_position_of_random_games():
             for env in (board, threats, tactics):
                 env.step(a)
     assert min(seen.values()) > 20, seen
+
+
+def test_loss_reason_is_the_rule_on_every_lost_game():
+    """loss_reason on the position before the loser's last move, against the rule spelled out with wins_with: the
+    loser could have won at once -> missed a win; else the winner could win in two columns -> faced a double
+    threat; in one that the loser did not play -> did not block; else the winner's last disc landed right on the
+    loser's. Every reason occurs; evaluate_vs's counts add up to its losses."""
+    rng, env, seen = np.random.default_rng(3), FastConnectFour(), dict.fromkeys(LOSS_REASONS, 0)
+    for g in range(300):
+        env.reset(seed=g)
+        plies = []
+        while not any(env.terminations.values()):
+            sel = env.agent_selection
+            obs, legal = split_obs(env.observe(sel), COLS)
+            player = lookahead_player if rng.random() < 0.6 else random_player
+            a = int(player(obs, legal, rng))
+            piece = SEATS.index(sel) + 1
+            plies.append((env.bits[piece], env.bits[3 - piece], a, obs, legal))
+            env.step(a)
+        if not any(env.rewards.values()):
+            continue   # a draw
+        mine_bits, theirs_bits, a, obs, legal = plies[-2]   # the loser's last move
+        mine, theirs = (obs.reshape(ROWS, COLS, 2)[..., k].reshape(-1) > 0.5 for k in (0, 1))
+        occupied = mine | theirs
+        can_win = [c for c in np.flatnonzero(legal) if wins_with(mine, drop_cell(occupied, int(c)))]
+        must_block = [c for c in np.flatnonzero(legal) if wins_with(theirs, drop_cell(occupied, int(c)))]
+        want = ("missed a win" if can_win else "faced a double threat" if len(must_block) > 1
+                else "did not block" if must_block and a not in must_block else "played under a threat")
+        if want == "played under a threat":
+            assert plies[-1][2] == a   # the winner played on top of the loser's disc
+        assert loss_reason(mine_bits, theirs_bits, a) == want
+        seen[want] += 1
+    assert min(seen.values()) >= 5, seen
+    losses = {}
+    res = evaluate_vs(lambda o, lg: random_player(o, lg, rng), lookahead_player, 60, seed=4, losses=losses)
+    assert sum(losses.values()) == round(res["loss"] * 60) > 30 and set(losses) <= set(LOSS_REASONS)
 
 
 def test_threat_features_through_the_config():

@@ -53,7 +53,10 @@ def test_strength_tells_a_strong_player_from_a_weak_one(untrained_connect4_run, 
         assert row["win_ci"][0] <= row["win"] <= row["win_ci"][1]
         assert row["win"] + row["loss"] + row["draw"] == pytest.approx(1.0)
     assert out["opponents"]["lookahead"]["agents"][0]["win"] < strong["win"]
-    assert "| random |" in capsys.readouterr().out
+    for row in out["opponents"]["lookahead"]["agents"]:   # every lost game has its reason
+        assert sum(row["losses"].values()) == round(row["loss"] * 40)
+    printed = capsys.readouterr().out
+    assert "| random |" in printed and "- lookahead: " in printed
 
 
 def test_strength_names_what_it_cannot_do(untrained_connect4_run, tmp_path, capsys):
