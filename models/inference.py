@@ -4,7 +4,7 @@ Why numpy: an actor or a replay asks for one to sixteen observations at a time, 
 dispatching its ~15 small ops (three layers for each of four MLPs, tanh, the sigmoid) than on the
 arithmetic; the same float32 matrix products in numpy take a fraction of it (docs/BENCHMARKS.md, "Actor
 cost"). `NumpyNets` copies the weights of the built-in MLP networks (models/networks.AgentNets with flat
-observations, either policy head, with or without the board convolution and the mirror symmetry) once per load; everything else (the Nature CNN, `ppo.network`) runs
+observations, any policy head, with or without the board convolution and the mirror symmetry) once per load; everything else (the Nature CNN, `ppo.network`) runs
 through `TorchNets`, with the same interface:
 
   forward(obs[B, ...], cols=None) -> (logits[B, A or len(cols)], value[B], m[B], mask_value[B]) as numpy
@@ -61,6 +61,9 @@ class NumpyNets:
                 emb = nets.action_encoder(nets.action_table[None].to(nets.dtype), slice(agent, agent + 1))[0]
             self.embeddings = emb.cpu().numpy().astype(np.float32)
         self.fused = None if self.board is not None else self._fuse()
+        self.columns = None   # ((H, W, C), W[C, 1], b[1]): the columns head
+        if nets.column_head is not None:
+            self.columns = (nets.columns, *_linear(nets.column_head, agent))
         self.mirror = None   # (observation permutation, action permutation): AgentNets' mirror symmetry
         if nets.mirror_obs is not None:
             self.mirror = (nets.mirror_obs.cpu().numpy(), nets.mirror_act.cpu().numpy())
@@ -104,9 +107,11 @@ class NumpyNets:
     def logits(self, obs: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
         x = self._flat(obs)
         if self.mirror is None:
-            return self._logits(self._inputs(x, 1)[0], cols)
-        both = self._logits(self._inputs(self._with_mirror(x), 1)[0], None)
-        return self._symmetric_logits(both, len(x), cols)
+            logits = self._logits(self._inputs(x, 1)[0], cols)
+        else:
+            both = self._logits(self._inputs(self._with_mirror(x), 1)[0], None)
+            logits = self._symmetric_logits(both, len(x), cols)
+        return logits if self.columns is None else logits + self._column_logits(x, cols)
 
     def forward(self, obs: np.ndarray, cols: np.ndarray | None = None):
         x = self._flat(obs)
@@ -117,7 +122,15 @@ class NumpyNets:
             logits, *scalars = self._forward(self._with_mirror(x), None)
             logits = self._symmetric_logits(logits, n, cols)
             value, mask_logit, mask_value = (0.5 * (s[:n] + s[n:]) for s in scalars)
+        if self.columns is not None:
+            logits = logits + self._column_logits(x, cols)
         return logits, value, (1.0 / (1.0 + np.exp(-mask_logit))).astype(np.float32), mask_value
+
+    def _column_logits(self, x: np.ndarray, cols) -> np.ndarray:
+        """AgentNets.column_logits: each column's planes summed over its rows, times the shared weights."""
+        (h, w, c), wt, b = self.columns
+        out = x.reshape(len(x), h, w, c).sum(1) @ wt[:, 0] + b[0]
+        return out if cols is None else out[:, cols]
 
     def _with_mirror(self, x: np.ndarray) -> np.ndarray:
         return np.concatenate([x, x[:, self.mirror[0]]])

@@ -8,8 +8,12 @@ runs a layer for every agent at once (docs/BENCHMARKS.md).
                                    `mask_init_bias`, so m ~ sigmoid(mask_init_bias) everywhere at start)
   mask_value  obs -> V_mask(s)    (the mask's own critic, head gain 1.0)
 
-The policy head comes in two kinds (`ppo.action_head`):
+The policy head comes in three kinds (`ppo.action_head`):
   dense       the last layer maps the hidden layer to one logit per action id (A outputs)
+  columns     dense, plus for board games whose actions are the board's columns (connect4): each column's
+              planes summed over its rows, times one weight per plane shared by every column (`column_head`,
+              gain 0.01). What a plane says about a column ("a disc here wins now") is then learnt once for all
+              columns instead of once per cell (docs/RESULTS.md, "Connect Four: a column head").
   features    the env gives a fixed feature table E[A, F] (learner/action_features.py); `policy` maps obs to
               an embedding f(s)[H] (gain 0.01: near-uniform start), `action_encoder` maps E[a] to g(a)[H],
               and logit(s, a) = <f(s), g(a)>. Actions that share cards share parameters, so what is learned
@@ -261,13 +265,15 @@ class AgentNets(StackedNets):
     def __init__(self, n_agents: int, obs_dim: int, n_actions: int, hidden: int = 64,
                  mask_init_bias: float = 0.0, seed: int | None = None, image_shape: tuple | None = None,
                  action_features: np.ndarray | None = None, board: tuple | None = None, cnn_torso: str = "nature",
-                 mask_torso: str = "own", cnn_input: str = "scale", mirror: tuple | None = None):
+                 mask_torso: str = "own", cnn_input: str = "scale", mirror: tuple | None = None,
+                 columns: tuple | None = None):
         super().__init__()
         self.n_agents, self.obs_dim, self.n_actions, self.hidden = n_agents, obs_dim, n_actions, hidden
         self.image_shape = tuple(image_shape) if image_shape else None
         self.cnn_torso, self.cnn_input = cnn_torso, cnn_input
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         self.action_encoder = self.torso = self.mask_torso = None   # the CNN torsos: image observations only
+        self.columns, self.column_head = (tuple(columns) if columns else None), None
         self._embedding_cache = None
         if action_features is not None:
             table = torch.tensor(np.asarray(action_features, np.float32))
@@ -304,10 +310,17 @@ class AgentNets(StackedNets):
         self.value = StackedMLP(n_agents, obs_dim, hidden, 1, 1.0, generator=gen, board=board)
         self.mask = StackedMLP(n_agents, obs_dim, hidden, 1, 0.01, mask_init_bias, generator=gen, board=board)
         self.mask_value = StackedMLP(n_agents, obs_dim, hidden, 1, 1.0, generator=gen, board=board)
+        if self.columns:
+            h, w, c = self.columns
+            if h * w * c != obs_dim or w != n_actions or action_features is not None:
+                raise ValueError(f"the columns head: a board (H, W, C) of obs_dim={obs_dim} values with one action per "
+                                 f"column (W = n_actions = {n_actions}) and no action features; got {self.columns}")
+            self.column_head = StackedLinear(n_agents, c, 1, 0.01, generator=gen)
 
     def policy_parameters(self) -> list[nn.Parameter]:
-        """What the policy loss trains: the policy and its critic, their shared torso, the action encoder."""
-        mods = [self.policy, self.value, self.torso, self.action_encoder]
+        """What the policy loss trains: the policy and its critic, their shared torso, the action encoder, the
+        column head."""
+        mods = [self.policy, self.value, self.torso, self.action_encoder, self.column_head]
         return [p for m in mods if m is not None for p in m.parameters()]
 
     def mask_parameters(self) -> list[nn.Parameter]:
@@ -334,15 +347,29 @@ class AgentNets(StackedNets):
 
     def policy_logits(self, x: torch.Tensor, sel=slice(None), actions: torch.Tensor | None = None) -> torch.Tensor:
         """x[n, B, obs_dim] -> logits[n, B, A] (or only the columns `actions`) with the dense or the features head;
-        mirror-symmetric nets average each action's logit with its mirror action's on the mirrored board."""
+        mirror-symmetric nets average each action's logit with its mirror action's on the mirrored board (the
+        column head's term is mirror-symmetric as it is)."""
         if self.mirror_obs is not None:
             b = x.shape[1]
             both = self.policy(torch.cat([x, x[..., self.mirror_obs]], 1), sel)
             logits = 0.5 * (both[:, :b] + both[:, b:][..., self.mirror_act])
-            return logits if actions is None else logits[..., actions]
-        if self.action_encoder is None:
-            return self.policy(x, sel, actions)
-        return torch.bmm(self.policy(x, sel), self.action_embeddings(sel, actions).transpose(1, 2))
+            logits = logits if actions is None else logits[..., actions]
+        elif self.action_encoder is None:
+            logits = self.policy(x, sel, actions)
+        else:
+            logits = torch.bmm(self.policy(x, sel), self.action_embeddings(sel, actions).transpose(1, 2))
+        if self.column_head is not None:
+            logits = logits + self.column_logits(x, sel, actions)
+        return logits
+
+    def column_logits(self, x: torch.Tensor, sel=slice(None), actions: torch.Tensor | None = None) -> torch.Tensor:
+        """The columns head's term, x[n, B, H*W*C] -> [n, B, W]: each column's C planes summed over its H rows,
+        through one linear map C -> 1 shared by the columns."""
+        h, w, c = self.columns
+        n, b = x.shape[:2]
+        sums = x.reshape(n, b, h, w, c).sum(2).reshape(n, b * w, c)
+        out = self.column_head(sums, sel).reshape(n, b, w)
+        return out if actions is None else out[..., actions]
 
     def scalar(self, net: StackedMLP, x: torch.Tensor, sel=slice(None)) -> torch.Tensor:
         """A one-output MLP (value, mask, mask value) on x[n, B, obs_dim] -> [n, B]; mirror-symmetric nets average
@@ -377,7 +404,7 @@ class AgentNets(StackedNets):
         return (self.policy_logits(x, sel, actions), self.scalar(self.value, x, sel),
                 self.scalar(self.mask, x, sel), self.scalar(self.mask_value, x, sel))
 
-ACTION_HEADS = ("dense", "features")
+ACTION_HEADS = ("dense", "features", "columns")
 MASK_TORSOS = ("own", "policy")
 CNN_INPUTS = ("scale", "standardize")
 def image_shape(spec, torso: str = "nature") -> tuple[int, int, int] | None:
@@ -415,9 +442,9 @@ def nets_for(spec, hidden: int, n_agents: int, mask_init_bias: float = 0.0, seed
         board = (spec.board_shape, board_filters, board_kernel)
     symmetry = None
     if mirror:
-        if not spec.board_shape or not spec.mirror_actions or image_shape(spec, cnn_torso) or action_head != "dense":
+        if not spec.board_shape or not spec.mirror_actions or image_shape(spec, cnn_torso) or action_head == "features":
             raise ValueError(f"ppo.mirror=true needs a board env that declares its mirror (EnvSpec.mirror_actions: "
-                             f"connect4) and ppo.action_head=dense; env {spec.name or '?'!r} has none (use false)")
+                             f"connect4) and ppo.action_head=dense or columns; env {spec.name or '?'!r} has none (use false)")
         symmetry = (np.arange(spec.obs_dim).reshape(spec.board_shape)[:, ::-1, :].reshape(-1), spec.mirror_actions)
     table = None
     if action_head == "features":
@@ -426,9 +453,16 @@ def nets_for(spec, hidden: int, n_agents: int, mask_init_bias: float = 0.0, seed
                              f"{spec.name or '?'!r} has none (use ppo.action_head=dense)")
         from magicmask.models.action_features import action_feature_table
         table = action_feature_table(spec.action_features)
+    columns = None
+    if action_head == "columns":
+        if not spec.board_shape or image_shape(spec, cnn_torso) or spec.board_shape[1] != spec.n_actions:
+            raise ValueError(f"ppo.action_head='columns' needs a board env whose actions are its columns (connect4); env "
+                             f"{spec.name or '?'!r} has board {spec.board_shape or 'none'} and {spec.n_actions} actions "
+                             f"(use ppo.action_head=dense)")
+        columns = spec.board_shape
     return AgentNets(n_agents, spec.obs_dim, spec.n_actions, hidden, mask_init_bias, seed,
                      image_shape=image_shape(spec, cnn_torso), action_features=table, board=board, cnn_torso=cnn_torso,
-                     mask_torso=mask_torso, cnn_input=cnn_input, mirror=symmetry)
+                     mask_torso=mask_torso, cnn_input=cnn_input, mirror=symmetry, columns=columns)
 
 
 def build_nets(spec, ppo, mask, n_agents: int, seed: int | None = None) -> StackedNets:

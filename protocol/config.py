@@ -177,9 +177,11 @@ class PPOConfig:
         "observation minus the mean of its pixels, over their standard deviation: small objects on a constant "
         "background, such as Pong's ball in 42x42 frames, stand out; pong-cpu.yaml).", choices=["scale", "standardize"])
     action_head: str = opt(
-        "dense", "Policy head: dense (one logit per action id from the last hidden layer) or features (logit = "
+        "dense", "Policy head: dense (one logit per action id from the last hidden layer), features (logit = "
         "<f(s), g(E[a])>, scoring each action by the env's fixed action-feature table E; only for envs that have "
-        "one, e.g. doudizhu). docs/ALGORITHM.md compares them.", choices=["dense", "features"])
+        "one, e.g. doudizhu; docs/ALGORITHM.md compares them) or columns (dense plus each board column's planes "
+        "summed over its rows, times one weight per plane shared by the columns; board envs whose actions are "
+        "columns, e.g. connect4; docs/RESULTS.md, 'Connect Four: a column head').", choices=["dense", "features", "columns"])
     norm_adv: bool = opt(True, "Normalise advantages per minibatch.")
     network: str = opt(
         "", "Your own networks, as 'package.module:factory' (the same contract as an env given by import path): "

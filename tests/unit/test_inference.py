@@ -148,3 +148,38 @@ def test_a_spec_keeps_its_mirror_through_the_wire_and_refuses_a_bad_one():
     assert "mirror_actions" not in EnvSpec((12,), "float32", 3, 1, True).to_dict()   # absent where none
     with pytest.raises(ValueError, match=r"mirror_actions=\(0, 0, 1\): a permutation of the 3 action ids"):
         EnvSpec((12,), "float32", 3, 1, True, board_shape=(2, 3, 2), mirror_actions=(0, 0, 1))
+
+
+@pytest.mark.parametrize("mirror,board_filters", [(False, 0), (True, 0), (False, 8)])
+def test_columns_head_scores_a_column_by_its_planes_and_numpy_matches_torch(mirror, board_filters):
+    """ppo.action_head=columns on connect4 with features=tactics: with the dense part's last layer zeroed, column
+    c's logit is w . (c's planes summed over its rows) + b, the same w for every column (so a one-hot w on the
+    win-now plane gives each column its win-now count); the numpy path agrees with and without `cols`, mirror
+    and board convolution included; it is trained as part of the policy, and refused where actions are not columns."""
+    from types import SimpleNamespace
+
+    from magicmask.actors.envs.connect4 import Connect4Env
+    from magicmask.models.networks import nets_for
+    spec = Connect4Env(features="tactics").spec
+    nets = nets_for(spec, 16, 2, seed=3, action_head="columns", mirror=mirror, board_filters=board_filters)
+    assert any(p is nets.column_head.weight for p in nets.policy_parameters())
+    obs = np.random.default_rng(8).integers(0, 2, size=(5, 6 * 7 * 8)).astype(np.float32)
+    cols = np.array([0, 3, 6])
+    fast = inference(nets, 1)
+    assert isinstance(fast, NumpyNets)
+    for c in (None, cols):
+        for got, want in zip(fast.forward(obs, c), _torch_outputs(nets, 1, obs, c)):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(fast.logits(obs, c), _torch_outputs(nets, 1, obs, c)[0], rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        nets.policy[-1].weight.zero_()
+        nets.policy[-1].bias.zero_()
+        nets.column_head.weight.zero_()
+        nets.column_head.weight[1, 5, 0] = 2.0   # plane 5: the playable cells where a disc of the mover wins
+        nets.column_head.bias.fill_(0.5)
+    want = 2.0 * obs.reshape(5, 6, 7, 8)[..., 5].sum(1) + 0.5
+    np.testing.assert_allclose(_torch_outputs(nets, 1, obs)[0], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(inference(nets, 1).logits(obs), want, rtol=1e-5, atol=1e-5)
+    flat = SimpleNamespace(obs_shape=(12,), obs_dim=12, n_actions=3, board_shape=(), name="gates", action_features="")
+    with pytest.raises(ValueError, match=r"ppo.action_head='columns' needs a board env whose actions are its columns.*'gates'"):
+        nets_for(flat, 16, 1, action_head="columns")
