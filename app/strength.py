@@ -34,8 +34,13 @@ def wilson(wins: int, n: int, z: float = Z95) -> list[float]:
 def measure(run_dir: str | Path, opponents: list[str], games: int, seed: int = 0,
             checkpoint: str | Path | None = None) -> dict:
     """{"version", "games", "opponents": {name: {"agents": [{win, loss, draw, win_ci}], "pooled": {...}}}}."""
+    from magicmask.explain.baselines.base import one_thread
     from magicmask.explain.episodes import load_run
-    run = load_run(run_dir, checkpoint)
+    with one_thread():   # one game at a time: single-row products, where a second BLAS thread only costs
+        return _measure(load_run(run_dir, checkpoint), run_dir, opponents, games, seed)
+
+
+def _measure(run, run_dir, opponents: list[str], games: int, seed: int) -> dict:
     if run.cfg.env.name != "connect4":
         raise ConfigError(f"env {run.cfg.env.name!r} has no built-in players to play against "
                           f"(connect4 has: lookahead, search:<depth>, random)")

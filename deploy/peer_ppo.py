@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from magicmask.actors.envs import env_spec, make_env
 from magicmask.actors.evaluation import evaluate
@@ -266,8 +267,10 @@ def main(argv=None) -> int:
     # One thread by default: the update's matrices are small (minibatches of 128 rows per agent, 128 hidden
     # units), where a second intra-op thread costs more in hand-offs than it saves, and on a 2-core machine
     # it would take the core the env steps need. The learner runs with 1 thread too (learner.torch_threads).
+    # numpy's BLAS (the acting networks) gets the same count, as the actors' OPENBLAS_NUM_THREADS=1.
     torch.set_num_threads(args.threads)
-    s = train(cfg, args.target, args.metrics)
+    with threadpool_limits(limits=args.threads, user_api="blas"):
+        s = train(cfg, args.target, args.metrics)
     reached = (f"first >= {args.target} at {s['time_to_target_s']:.1f} s ({s['steps_to_target']:,} steps per "
                f"agent)" if s["time_to_target_s"] is not None else f"never >= {args.target} (best {s['best_mean']})")
     print(f"peer_ppo: {s['agents']} agents, {s['env_steps']:,} env steps in {s['wall_s']:.1f} s: "

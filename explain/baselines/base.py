@@ -19,19 +19,23 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from magicmask.explain.episodes import Episode, TrainedRun
 
 
 @contextlib.contextmanager
 def one_thread():
-    """torch on one intra-op thread inside the block (restored afterwards): the explainers' networks are tiny,
-    and on a busy small machine a second OpenMP thread makes every small op many times slower (measured:
-    StateMask's fit 2 s with one thread, 15 s with two on a loaded 2-core machine)."""
+    """torch on one intra-op thread and numpy's BLAS on one thread inside the block (both restored afterwards):
+    the explainers' networks are tiny, and on a busy small machine a second thread makes every small product many
+    times slower (measured: StateMask's fit 2 s with one torch thread, 15 s with two on a loaded 2-core machine;
+    the numpy inference's first layer, [4, 336] x [336, 512], 180 us with one OpenBLAS thread against 2,240 us
+    with two while the two explanation workers ran: docs/BENCHMARKS.md, "Explaining: one BLAS thread")."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
     finally:
         torch.set_num_threads(before)
 

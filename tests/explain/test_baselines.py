@@ -177,3 +177,24 @@ def test_fit_times_with_default_budgets(gates_run, episodes, capsys):
     with capsys.disabled():
         print("\nfit / score seconds (10 gates episodes, default budgets):",
               {k: (round(f, 2), round(s, 3)) for k, (f, s, _) in times.items()})
+
+
+def test_explaining_runs_torch_and_numpys_blas_on_one_thread():
+    """one_thread (around every explanation, fit and `magicmask strength`): torch and OpenBLAS on one thread inside,
+    both restored after; numpy's small products with a second BLAS thread were ~12x slower on the busy machine."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from magicmask.explain.baselines.base import one_thread
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    torch_before = torch.get_num_threads()
+    try:
+        with threadpool_limits(limits=2, user_api="blas"):
+            torch.set_num_threads(2)
+            assert blas_threads() and set(blas_threads()) == {2}
+            with one_thread():
+                assert set(blas_threads()) == {1} and torch.get_num_threads() == 1
+            assert set(blas_threads()) == {2} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(torch_before)
