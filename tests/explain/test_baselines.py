@@ -195,6 +195,9 @@ def test_explaining_runs_torch_and_numpys_blas_on_one_thread():
             assert blas_threads() and set(blas_threads()) == {2}
             with one_thread():
                 assert set(blas_threads()) == {1} and torch.get_num_threads() == 1
+                with one_thread():   # nested: still one, and the outer block's limit holds after it
+                    assert set(blas_threads()) == {1}
+                assert set(blas_threads()) == {1} and torch.get_num_threads() == 1
             assert set(blas_threads()) == {2} and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(torch_before)
