@@ -13,7 +13,7 @@ The policy head comes in three kinds (`ppo.action_head`):
   columns     dense, plus for board games whose actions are the board's columns (connect4): each column's
               planes summed over its rows, times one weight per plane shared by every column (`column_head`,
               gain 0.01). What a plane says about a column ("a disc here wins now") is then learnt once for all
-              columns instead of once per cell (docs/RESULTS.md, "Connect Four: a column head").
+              columns instead of once per cell (docs/RESULTS.md, "Connect Four: the default job from a fresh clone").
   features    the env gives a fixed feature table E[A, F] (learner/action_features.py); `policy` maps obs to
               an embedding f(s)[H] (gain 0.01: near-uniform start), `action_encoder` maps E[a] to g(a)[H],
               and logit(s, a) = <f(s), g(a)>. Actions that share cards share parameters, so what is learned

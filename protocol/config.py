@@ -181,7 +181,7 @@ class PPOConfig:
         "<f(s), g(E[a])>, scoring each action by the env's fixed action-feature table E; only for envs that have "
         "one, e.g. doudizhu; docs/ALGORITHM.md compares them) or columns (dense plus each board column's planes "
         "summed over its rows, times one weight per plane shared by the columns; board envs whose actions are "
-        "columns, e.g. connect4; docs/RESULTS.md, 'Connect Four: a column head').", choices=["dense", "features", "columns"])
+        "columns, e.g. connect4; docs/RESULTS.md, 'Connect Four: the default job from a fresh clone').", choices=["dense", "features", "columns"])
     norm_adv: bool = opt(True, "Normalise advantages per minibatch.")
     network: str = opt(
         "", "Your own networks, as 'package.module:factory' (the same contract as an env given by import path): "

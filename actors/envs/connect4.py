@@ -180,7 +180,7 @@ def loss_reason(mine: int, theirs: int, column: int) -> str:
     playable after that move: either one that was playable before (two of them: "faced a double threat", lost
     already; one, not taken: "did not block"), or the cell just above the loser's disc ("played under a threat").
     A playable threat of the loser's own comes first ("missed a win"). These four cover every loss; `magicmask
-    strength` counts them (docs/RESULTS.md, "Connect Four: threat planes")."""
+    strength` counts them (docs/RESULTS.md, "Connect Four: the default job from a fresh clone")."""
     occupied = mine | theirs
     playable = occupied + BOTTOM_ROW
     if playable & winning_cells(mine) & ~occupied:
