@@ -213,7 +213,7 @@ def evaluate_vs(policy_fn: Callable[[np.ndarray, np.ndarray], int],
             if not legal[a]:
                 who = "policy" if sel == me else "opponent"
                 raise ValueError(f"evaluate_vs: {who} chose illegal column {a}; legal: {np.flatnonzero(legal).tolist()}")
-            if sel == me:
+            if sel == me and losses is not None:
                 last = (env.bits[piece], env.bits[3 - piece], a)   # the position before our move, for `loss_reason`
             env.step(a)
         r = env.rewards[me]
