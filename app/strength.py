@@ -4,7 +4,7 @@ Each agent's greedy policy (the run's latest checkpoint, or --checkpoint) plays 
 opponent, first in even games and second in odd ones (`evaluate_vs`); the win share comes with its 95% Wilson
 score interval (binomial: it stays inside [0, 1] where a normal interval would not), per agent and pooled over
 the agents, and the lost games counted by what the agent's last move got wrong (missed a win, did not block,
-played under a threat, or it faced a double threat already: connect4's `loss_reason`). Written to
+played under a threat, or it faced a double or a stacked threat already: connect4's `loss_reason`). Written to
 RUN_DIR/strength.json and printed as tables. The numbers the actors log during training
 (vs_lookahead_win, vs_search2_win) use 50 games at a time and only those two players; this is the measurement
 for a finished run, e.g. the search:4 goal of deploy/configs/connect4-strong.yaml.

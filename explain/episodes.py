@@ -101,16 +101,16 @@ def seat_opponents(env, run: TrainedRun, agent: int, opponent: str) -> None:
         others = [agent] if opponent == "self" else [j for j in range(len(run.policies)) if j != agent] or [agent]
         players = {j: run.policies[agent if opponent == "self" else j] for j in range(len(run.policies))}
         greedy = isinstance(env, TeamWorld)
-        rng = [np.random.default_rng(0)]
+        env.seat_rng = np.random.default_rng(0)   # on the env, so that its snapshots hold it (explain/fidelity.py)
 
         def schedule(seed: int):
-            rng[0] = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x0990])
+            env.seat_rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x0990])
             return others[seed % len(others)]
 
         def play(j, obs, legal):
             if j not in players:   # a seat no agent of the run holds (a PettingZoo env with more seats)
-                return random_legal(rng[0], legal)
-            return players[j].greedy(obs, legal) if greedy else players[j].sample(obs, legal, rng[0])
+                return random_legal(env.seat_rng, legal)
+            return players[j].greedy(obs, legal) if greedy else players[j].sample(obs, legal, env.seat_rng)
         env.set_opponent(play)
         env.set_opponent_schedule(schedule)
         return

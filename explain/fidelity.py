@@ -110,9 +110,15 @@ def replay_steps(run: TrainedRun, agent: int, ep: Episode, steps, rng: np.random
     first = int(steps[0]) if len(steps) else ep.length
     perturb = set(steps.tolist())
     env, pol = replay_env(run, agent), run.policies[agent]
-    obs, legal, _ = env.reset(seed=ep.seed)
-    total = 0.0
-    for t in range(max_steps):
+    states = prefix_states(run, agent, ep)
+    t0 = min(first, len(states) - 1) if states else 0
+    if states:   # go on from the state before step t0 instead of replaying the recorded steps up to it
+        snap, obs, legal, total = states[t0]
+        env.restore(snap)
+    else:
+        obs, legal, _ = env.reset(seed=ep.seed)
+        total = 0.0
+    for t in range(t0, max_steps):
         if t < first:
             a = int(ep.actions[t])
         else:
@@ -129,6 +135,31 @@ def replay_steps(run: TrainedRun, agent: int, ep: Episode, steps, rng: np.random
         if term or trunc:
             break
     return float(total)
+
+
+def prefix_states(run: TrainedRun, agent: int, ep: Episode) -> list | None:
+    """The replay env's state before each step of `ep` replayed as recorded: [(snapshot, obs, legal, reward so
+    far)], made once per episode and kept on the run (a replay that perturbs from step t restores the state
+    before t instead of replaying the t steps before it: the fidelity test's largest cost). None where the env
+    takes no snapshots."""
+    cache = run.__dict__.setdefault("_prefix_states", {})
+    key = (agent, ep.seed, ep.actions.tobytes())
+    if key not in cache:
+        env = replay_env(run, agent)
+        obs, legal, _ = env.reset(seed=ep.seed)
+        states, total = [], 0.0
+        for t in range(ep.length):
+            snap = env.snapshot()
+            if snap is None:
+                states = None
+                break
+            states.append((snap, obs, legal, total))
+            obs, legal, r, term, trunc, _ = env.step(int(ep.actions[t]))
+            total += r
+            if term or trunc:
+                break
+        cache[key] = states
+    return cache[key]
 
 
 def replay_perturbed(run: TrainedRun, agent: int, ep: Episode, start: int, length: int,

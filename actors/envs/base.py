@@ -63,6 +63,8 @@ class AgentEnv(ABC):
         self._opponent: OpponentFn | None = None           # None: uniform random legal
         self._schedule: Callable[[int], Opponent] | None = None  # seed -> the episode's opponent
         self._opp_rng = np.random.default_rng(0)           # reseeded per episode, so seeds fix dynamics
+        self.seat_rng: np.random.Generator | None = None   # the other seats' players' generator when set from
+                                                            # outside (explain's seat_opponents): part of a snapshot
         self._t = 0
         self._pending = 0                                   # the action step_async started
         self._legal: np.ndarray | None = None
@@ -147,10 +149,38 @@ class AgentEnv(ABC):
     def close(self) -> None:
         """Release whatever the env holds (nothing by default)."""
 
+    def snapshot(self):
+        """The env's state mid-episode, for a replay to go on from (the fidelity test replays an episode's first
+        steps hundreds of times); None where the env cannot take one (the default), and replays then start from
+        `reset`. The state includes the generators of the other seats, so a restored replay meets the same moves."""
+        game = self._snapshot()
+        if game is None or self._legal is None:
+            return None
+        seat_rng = None if self.seat_rng is None else self.seat_rng.bit_generator.state
+        return game, self._t, self._legal.copy(), self._done, self._opp_rng.bit_generator.state, seat_rng
+
+    def restore(self, snap) -> None:
+        """Put back a state `snapshot` returned (of this env, mid-episode); the next `step` goes on from it."""
+        game, self._t, legal, self._done, opp_state, seat_state = snap
+        self._legal = legal.copy()
+        self._opp_rng.bit_generator.state = opp_state   # into this env's own generators (reset made them)
+        if seat_state is not None:
+            self.seat_rng = self.seat_rng or np.random.default_rng(0)
+            self.seat_rng.bit_generator.state = seat_state
+        self._restore(game)
+
     # ---------------- for subclasses ----------------
     @abstractmethod
     def _reset(self, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
         ...
+
+    def _snapshot(self):
+        """The game's own state for `snapshot` (None: not supported, the default)."""
+        return None
+
+    def _restore(self, game) -> None:
+        """Put back what `_snapshot` returned."""
+        raise NotImplementedError(f"{type(self).__name__} takes no snapshots")
 
     def _send(self, action: int) -> None:
         """Start a step elsewhere (envs with `overlaps_steps`); by default nothing: `_recv` runs `_step`."""

@@ -12,6 +12,7 @@ Also here: two evaluation opponents working on the observation's first two plane
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from typing import Callable
 
@@ -171,23 +172,28 @@ def builtin_player(name: str):
     raise ValueError(f"connect4: no built-in player {name!r}; allowed: random, lookahead, search:<depth>")
 
 
-LOSS_REASONS = ("missed a win", "did not block", "played under a threat", "faced a double threat")
+LOSS_REASONS = ("missed a win", "did not block", "played under a threat", "faced a double threat",
+                "faced a stacked threat")
 
 
 def loss_reason(mine: int, theirs: int, column: int) -> str:
     """Why a game was lost, read off the position before the loser's last move (the two sides' bitboards, the
     loser's first) and the column it played. The winner's next disc lands on one of its threat cells that is
     playable after that move: either one that was playable before (two of them: "faced a double threat", lost
-    already; one, not taken: "did not block"), or the cell just above the loser's disc ("played under a threat").
-    A playable threat of the loser's own comes first ("missed a win"). These four cover every loss; `magicmask
-    strength` counts them (docs/RESULTS.md, "Connect Four: the default job from a fresh clone")."""
+    already; one with another of theirs right above it: "faced a stacked threat", lost already, since the block
+    hands them the cell above; one, not taken: "did not block"), or the cell just above the loser's disc ("played
+    under a threat"). A playable threat of the loser's own comes first ("missed a win"). These five cover every
+    loss; `magicmask strength` counts them (docs/RESULTS.md, "Connect Four: the default job from a fresh clone")."""
     occupied = mine | theirs
     playable = occupied + BOTTOM_ROW
     if playable & winning_cells(mine) & ~occupied:
         return "missed a win"
-    blocks = playable & winning_cells(theirs) & ~occupied
+    their_threats = winning_cells(theirs) & ~occupied
+    blocks = playable & their_threats
     if blocks & (blocks - 1):
         return "faced a double threat"
+    if blocks & (their_threats >> 1):   # >> 1: the bit of the cell above
+        return "faced a stacked threat"
     landing = playable & (((1 << H1) - 1) << (column * H1))
     return "did not block" if blocks and not blocks & landing else "played under a threat"
 
@@ -281,6 +287,19 @@ class Connect4Env(AECAdapter):
         out = super()._step(action)
         self._final_reward = out[2]
         return out
+
+    # the game's state (PettingZoo's raw env and our bitboards): the rest of the raw env is fixed at construction
+    GAME_STATE = ("board", "bits", "agents", "rewards", "_cumulative_rewards", "terminations", "truncations", "infos",
+                  "_agent_selector", "agent_selection")
+
+    def _snapshot(self):
+        game = {k: copy.deepcopy(getattr(self.env, k)) for k in self.GAME_STATE}
+        return game, self.seat, self.episode_opponent, self._final_reward
+
+    def _restore(self, game) -> None:
+        state, self.seat, self.episode_opponent, self._final_reward = game
+        for k, v in state.items():
+            setattr(self.env, k, copy.deepcopy(v))
 
     def _other_action(self, seat, obs, legal):
         if isinstance(self.episode_opponent, str):

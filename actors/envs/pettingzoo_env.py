@@ -146,7 +146,6 @@ class AECAdapter(_PettingZooBase):
 
     def _reset(self, seed: int):
         self.env.reset(seed=seed)
-        self._reward_acc = 0.0
         return self._advance(first=True)
 
     def _step(self, action: int):
@@ -182,7 +181,6 @@ class AECAdapter(_PettingZooBase):
             o, lg = self._convert(sel, env.observe(sel), env.infos.get(sel))
             a = self._other_action(sel, o, lg)
             env.step(a + self.act_start[sel])
-        self._last_reward = reward
         if first:
             return obs, legal, {}
         return obs, legal, reward, term, trunc, self._step_info(info)

@@ -417,8 +417,8 @@ def test_threat_planes_are_the_rule_on_every_position_of_random_games():
 def test_loss_reason_is_the_rule_on_every_lost_game():
     """loss_reason on the position before the loser's last move, against the rule spelled out with wins_with: the
     loser could have won at once -> missed a win; else the winner could win in two columns -> faced a double
-    threat; in one that the loser did not play -> did not block; else the winner's last disc landed right on the
-    loser's. Every reason occurs; evaluate_vs's counts add up to its losses."""
+    threat; in one with another winning cell of theirs right above it -> faced a stacked threat; in one that the
+    loser did not play -> did not block; else the winner's last disc landed right on the loser's. Every reason occurs; evaluate_vs's counts add up to its losses."""
     rng, env, seen = np.random.default_rng(3), FastConnectFour(), dict.fromkeys(LOSS_REASONS, 0)
     for g in range(300):
         env.reset(seed=g)
@@ -438,7 +438,10 @@ def test_loss_reason_is_the_rule_on_every_lost_game():
         occupied = mine | theirs
         can_win = [c for c in np.flatnonzero(legal) if wins_with(mine, drop_cell(occupied, int(c)))]
         must_block = [c for c in np.flatnonzero(legal) if wins_with(theirs, drop_cell(occupied, int(c)))]
+        above = [drop_cell(occupied, int(c)) - COLS for c in must_block]   # the cell above each block (row 0 on top)
+        stacked = len(must_block) == 1 and above[0] >= 0 and wins_with(theirs, above[0])
         want = ("missed a win" if can_win else "faced a double threat" if len(must_block) > 1
+                else "faced a stacked threat" if stacked
                 else "did not block" if must_block and a not in must_block else "played under a threat")
         if want == "played under a threat":
             assert plies[-1][2] == a   # the winner played on top of the loser's disc

@@ -118,6 +118,43 @@ class _Recorder:
         self.actions.append(a)
         return self.env.step(a)
 
+    def snapshot(self):
+        return None   # every replay from reset, so that every action passes through here
+
+
+def test_a_replay_from_a_snapshot_is_the_replay_from_reset():
+    """Connect Four against sampled peers (the preset's explain.opponent): a replay that restores the state before
+    its first perturbed step (prefix_states) returns what the same replay from reset returns, for masked and
+    unmasked episodes, windows anywhere (step 0 and the last step included) and the masked replay mode; and it
+    does restore (no reset)."""
+    run = _untrained_run("connect4.yaml", 2)
+    eps = [e for a in (0, 1) for e in record_episodes(run, a, 8, 700, masked=bool(a))]
+    g = np.random.default_rng(5)
+    jobs = []
+    for ep in eps:
+        for first in (0, ep.length // 2, ep.length - 1):
+            n = int(g.integers(1, ep.length - first + 1))
+            jobs.append((ep, np.arange(first, first + n)[: ep.length - first], int(g.integers(1 << 30))))
+
+    def replays():
+        return [F.replay_steps(run, ep.agent, ep, st, np.random.default_rng(s), masked=s % 2 == 0) for ep, st, s in jobs]
+    full = []
+    for ep, st, s in jobs:   # from reset: the env told it takes no snapshots
+        env = F.replay_env(run, ep.agent)
+        env.snapshot = lambda: None
+        run.__dict__.pop("_prefix_states", None)
+        full.append(F.replay_steps(run, ep.agent, ep, st, np.random.default_rng(s), masked=s % 2 == 0))
+        del env.snapshot
+    run.__dict__.pop("_prefix_states", None)
+    resets = []
+    for a in (0, 1):
+        env = F.replay_env(run, a)
+        env.reset = (lambda f: lambda seed: resets.append(seed) or f(seed))(env.reset)
+    assert replays() == full
+    assert replays() == full   # each snapshot restored again: the replays left them as they were
+    assert len(resets) == len(eps)   # one replay as recorded per episode, to take the snapshots; none after
+    assert len({r for r in full}) > 1
+
 
 def test_replay_actions_before_inside_and_after_the_window():
     run = _untrained_run("gates.yaml", 1)
