@@ -51,6 +51,16 @@ def features_of(cfg) -> str:
     return cfg.env.kwargs.get("features", "board")
 
 
+def threat_maps(mine: int, theirs: int) -> tuple[int, int, int]:
+    """(playable, my_threats, their_threats) as bitboards: the cells a disc can be dropped into now, and the empty
+    cells where one more disc of each side completes a line of four (connect4_search's layout; `>> 1` of a map is
+    the cell below each of its cells)."""
+    occupied = mine | theirs
+    playable = occupied + BOTTOM_ROW   # a column's lowest empty cell: the carry out of its discs (a full one's
+                                       # lands on the sentinel row, which no cell reads)
+    return playable, winning_cells(mine) & ~occupied, winning_cells(theirs) & ~occupied
+
+
 def feature_planes(mine: int, theirs: int, planes: int = 5) -> np.ndarray:
     """The observation planes of features="threats" (5) or "tactics" (8) from the two sides' bitboards
     (connect4_search's layout), as int8[6, 7, planes]: the discs of the player to move and of the other player
@@ -60,10 +70,7 @@ def feature_planes(mine: int, theirs: int, planes: int = 5) -> np.ndarray:
     one of the other player's threats (a disc there hands them the cell above). What the one-step lookahead
     player computes, given as input so the networks need not learn to compute it at every place of the board
     (docs/RESULTS.md, "Connect Four: threat planes")."""
-    occupied = mine | theirs
-    playable = occupied + BOTTOM_ROW   # a column's lowest empty cell: the carry out of its discs (a full one's
-                                       # lands on the sentinel row, which no cell reads)
-    my_threats, their_threats = winning_cells(mine) & ~occupied, winning_cells(theirs) & ~occupied
+    playable, my_threats, their_threats = threat_maps(mine, theirs)
     rows = [mine, theirs, playable, my_threats, their_threats]
     if planes == 8:   # >> 1: the bit of the cell above
         rows += [playable & my_threats, playable & their_threats, playable & (their_threats >> 1)]
@@ -184,11 +191,9 @@ def loss_reason(mine: int, theirs: int, column: int) -> str:
     hands them the cell above; one, not taken: "did not block"), or the cell just above the loser's disc ("played
     under a threat"). A playable threat of the loser's own comes first ("missed a win"). These five cover every
     loss; `magicmask strength` counts them (docs/RESULTS.md, "Connect Four: the default job from a fresh clone")."""
-    occupied = mine | theirs
-    playable = occupied + BOTTOM_ROW
-    if playable & winning_cells(mine) & ~occupied:
+    playable, my_threats, their_threats = threat_maps(mine, theirs)
+    if playable & my_threats:
         return "missed a win"
-    their_threats = winning_cells(theirs) & ~occupied
     blocks = playable & their_threats
     if blocks & (blocks - 1):
         return "faced a double threat"

@@ -418,7 +418,8 @@ def test_loss_reason_is_the_rule_on_every_lost_game():
     """loss_reason on the position before the loser's last move, against the rule spelled out with wins_with: the
     loser could have won at once -> missed a win; else the winner could win in two columns -> faced a double
     threat; in one with another winning cell of theirs right above it -> faced a stacked threat; in one that the
-    loser did not play -> did not block; else the winner's last disc landed right on the loser's. Every reason occurs; evaluate_vs's counts add up to its losses."""
+    loser did not play -> did not block; else the winner's last disc landed right on the loser's. Every reason
+    occurs; evaluate_vs's counts add up to its losses."""
     rng, env, seen = np.random.default_rng(3), FastConnectFour(), dict.fromkeys(LOSS_REASONS, 0)
     for g in range(300):
         env.reset(seed=g)
