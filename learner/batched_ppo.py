@@ -183,7 +183,8 @@ class BatchedPPO:
         # one forward, every agent; the policy: illegal actions masked in every distribution
         logp_all, legal, logp, value, mask_logit, mask_value = self.run_nets(mb["obs"], mb["legal"], mb["actions"], sel)
         adv = normalize(mb["adv"]) if ppo.norm_adv else mb["adv"]          # per minibatch, per agent
-        pg_loss = clipped_policy_loss(logp, mb["logp_prox"], mb["logp_mu"], adv, ppo.clip, ppo.is_clip).mean(-1)
+        pg_loss = clipped_policy_loss(logp, mb["logp_prox"], mb["logp_mu"], adv, ppo.clip, ppo.is_clip,
+                                      ppo.is_floor).mean(-1)
         v_loss = clipped_value_loss(value, mb["values"], mb["ret"], ppo.vf_clip).mean(-1)  # clipped around recorded V
         entropy = legal_entropy(logp_all, legal).mean(-1)                  # entropy bonus, legal-masked
         policy_total = pg_loss - ppo.ent_coef * entropy + ppo.vf_coef * v_loss

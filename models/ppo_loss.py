@@ -8,13 +8,17 @@ import torch
 import torch.nn.functional as F
 
 
-def clipped_policy_loss(logp_new, logp_prox, logp_mu, adv, clip: float, is_clip: float):
+def clipped_policy_loss(logp_new, logp_prox, logp_mu, adv, clip: float, is_clip: float, is_floor: float = 0.0):
     """Decoupled PPO (Hilton, Cobbe, Schulman 2021), per sample, to be averaged:
-        -min(pi_prox/mu, is_clip) * min(r A, clip(r, 1 - clip, 1 + clip) A),   r = pi_theta / pi_prox.
+        -clip(pi_prox/mu, is_floor, is_clip) * min(r A, clip(r, 1 - clip, 1 + clip) A),   r = pi_theta / pi_prox.
     The trust region is centred on pi_prox; the truncated weight pi_prox/mu corrects for the behaviour
-    that really acted (mask, epsilon, stale weights). The weight carries no gradient."""
+    that really acted (mask, epsilon, stale weights). The weight carries no gradient. `is_floor` > 0 bounds the
+    weight from below where A > 0 only: an exploratory action the policy gives ~0 that turned out well teaches
+    it at that weight (the exact one, ~pi_prox / (eps / n), is ~0), while one that turned out badly keeps its
+    exact weight (floored too, pushing it down would push the policy's favourite up: docs/ALGORITHM.md)."""
     ratio = torch.exp(logp_new - logp_prox)
-    is_weight = torch.exp(logp_prox - logp_mu).clamp(max=is_clip).detach()
+    exact = torch.exp(logp_prox - logp_mu)
+    is_weight = torch.where(adv > 0, exact.clamp(min=is_floor), exact).clamp(max=is_clip).detach()
     surrogate = torch.min(ratio * adv, ratio.clamp(1.0 - clip, 1.0 + clip) * adv)
     return -is_weight * surrogate
 

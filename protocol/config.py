@@ -151,6 +151,11 @@ class PPOConfig:
     epochs: int = opt(4, "Passes over each batch.", ge=1)
     minibatches: int = opt(4, "Minibatches per pass.", ge=1)
     is_clip: float = opt(2.0, "Truncation bound of the importance weight pi_prox / mu (decoupled objective).", gt=0.0)
+    is_floor: float = opt(
+        0.0, "Lower bound of the policy's importance weight pi_prox / mu on samples with a positive advantage (0: "
+        "the exact weight). Above 0, an action that epsilon or the mask drew, that the policy gives ~0 and that "
+        "turned out well still moves the policy, by at least this weight (biased; docs/ALGORITHM.md, 'Learning').",
+        ge=0.0)
     hidden: int = opt(64, "Hidden units of every MLP (two layers).", ge=1, le=8192)
     board_filters: int = opt(
         0, "Envs whose observation is a board (connect4, PettingZoo board games): filters of one "
@@ -461,6 +466,8 @@ def validate(cfg: Config) -> Config:
                                   ("le", lambda a, b: a <= b, "<="), ("lt", lambda a, b: a < b, "<")):
                 if m.get(key) is not None and not ok(v, m[key]):
                     raise ConfigError(f"{path}={v!r}: must be {word} {m[key]}")
+    if cfg.ppo.is_floor > cfg.ppo.is_clip:
+        raise ConfigError(f"ppo.is_floor={cfg.ppo.is_floor} must be <= ppo.is_clip={cfg.ppo.is_clip}")
     if cfg.actor.eps_min > cfg.actor.eps0:
         raise ConfigError(f"actor.eps_min={cfg.actor.eps_min} must be <= actor.eps0={cfg.actor.eps0}")
     if (cfg.actor.fragment_len * cfg.env.copies) % cfg.ppo.minibatches:

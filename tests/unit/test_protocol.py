@@ -225,6 +225,7 @@ def test_config_defaults_validate_and_every_field_has_help():
     ("ppo.minibatches=7", "must divide"),
     ("net.learner_weights_port=5555", "ports must differ"),
     ("actor.eps_min=0.9", "eps_min"),
+    ("ppo.is_floor=3", "ppo.is_floor=3.0 must be <= ppo.is_clip=2.0"),
 ])
 def test_bad_config_names_field_value_and_rule(override, fragment):
     with pytest.raises(C.ConfigError) as e:
