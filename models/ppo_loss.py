@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 def clipped_policy_loss(logp_new, logp_prox, logp_mu, adv, clip: float, is_clip: float, is_floor: float = 0.0):
     """Decoupled PPO (Hilton, Cobbe, Schulman 2021), per sample, to be averaged:
-        -clip(pi_prox/mu, is_floor, is_clip) * min(r A, clip(r, 1 - clip, 1 + clip) A),   r = pi_theta / pi_prox.
+        -w * min(r A, clip(r, 1 - clip, 1 + clip) A),   r = pi_theta / pi_prox,   w = min(pi_prox/mu, is_clip)
+    (where A > 0: w = min(max(pi_prox/mu, is_floor), is_clip)).
     The trust region is centred on pi_prox; the truncated weight pi_prox/mu corrects for the behaviour
     that really acted (mask, epsilon, stale weights). The weight carries no gradient. `is_floor` > 0 bounds the
     weight from below where A > 0 only: an exploratory action the policy gives ~0 that turned out well teaches
