@@ -91,11 +91,14 @@ def _finished_runs(sub) -> None:
     cu.add_argument("run_dir", metavar="RUN_DIR")
     cu.add_argument("--out", help="PNG file (default: RUN_DIR/curves.png)")
     st = sub.add_parser("strength", help="play a finished run's agents against the env's built-in players "
-                                         "(connect4): win shares with 95%% intervals, RUN_DIR/strength.json")
+                                         "(connect4), or as a team against their untrained networks (grf-3v1, "
+                                         "highway): shares with 95%% intervals, RUN_DIR/strength.json")
     st.add_argument("run_dir", metavar="RUN_DIR")
     st.add_argument("--opponents", default="lookahead,search:2",
-                    help="comma-separated built-in players (connect4: random, lookahead, search:<depth>)")
-    st.add_argument("--games", type=int, default=100, help="games per agent and opponent (default 100)")
+                    help="comma-separated built-in players (connect4: random, lookahead, search:<depth>); "
+                         "team worlds have none and ignore it")
+    st.add_argument("--games", type=int, default=100,
+                    help="games per agent and opponent; in team worlds team episodes per side (default 100)")
     st.add_argument("--seed", type=int, default=0, help="seed of the games (default 0)")
     st.add_argument("--checkpoint", help="checkpoint file (default: the run's latest)")
 

@@ -1,4 +1,5 @@
-"""`magicmask strength RUN_DIR`: how well a trained run's agents play, against the env's built-in players.
+"""`magicmask strength RUN_DIR`: how well a trained run's agents play: against the env's built-in players
+(connect4), or as a team, against the networks they started from (cooperative shared worlds: grf-3v1, highway).
 
 Each agent's greedy policy (the run's latest checkpoint, or --checkpoint) plays `games` games against each
 opponent, first in even games and second in odd ones (`evaluate_vs`); the win share comes with its 95% Wilson
@@ -9,7 +10,14 @@ RUN_DIR/strength.json and printed as tables. The numbers the actors log during t
 (vs_lookahead_win, vs_search2_win) use 50 games at a time and only those two players; this is the measurement
 for a finished run, e.g. the search:4 goal of deploy/configs/connect4-strong.yaml.
 
-Only envs with built-in players and a game loop for them (connect4) are supported; others get a clear error.
+Team worlds (`TeamWorld`): `games` team episodes, every seat played by its agent's greedy policy, once with the
+run's checkpoint and once with the untrained networks it started from (version 0, as the learner seeds them),
+on the same seeds. Per side the team return with its 95% t interval and each of the env's end statistics
+(grf-3v1: goal, out_of_play, lost_ball; highway: crashed) with its Wilson interval where it is a 0/1 share;
+then trained minus untrained per seed (paired), with its 95% bootstrap interval over the seeds. Written to
+RUN_DIR/strength.json under "team". This is how docs/RESULTS.md measures whether grf-3v1 learned.
+
+Other envs get a clear error.
 """
 from __future__ import annotations
 
@@ -42,9 +50,13 @@ def measure(run_dir: str | Path, opponents: list[str], games: int, seed: int = 0
 
 
 def _measure(run, run_dir, opponents: list[str], games: int, seed: int) -> dict:
+    from magicmask.explain.team import is_team_world
+    if is_team_world(run):
+        return _measure_team(run, run_dir, games, seed)
     if run.cfg.env.name != "connect4":
-        raise ConfigError(f"env {run.cfg.env.name!r} has no built-in players to play against "
-                          f"(connect4 has: lookahead, search:<depth>, random)")
+        raise ConfigError(f"env {run.cfg.env.name!r} has no built-in players to play against and is not a "
+                          f"cooperative team world (connect4 has: lookahead, search:<depth>, random; grf-3v1 "
+                          f"and highway are measured as a team)")
     from magicmask.actors.envs.connect4 import LOSS_REASONS, builtin_player, evaluate_vs, features_of
     if games < 1:
         raise ConfigError(f"--games {games}: at least 1")
@@ -72,7 +84,39 @@ def _measure(run, run_dir, opponents: list[str], games: int, seed: int) -> dict:
     return out
 
 
+def _measure_team(run, run_dir, games: int, seed: int) -> dict:
+    """The team with the checkpoint's networks against the team with the untrained ones, on the same seeds."""
+    from magicmask.explain.episodes import load_run
+    from magicmask.explain.stats import bootstrap_ci, paired_differences, t_interval
+    from magicmask.explain.team import record_team_episodes
+    if games < 1:
+        raise ConfigError(f"--games {games}: at least 1")
+    sides = {"trained": run, "untrained": load_run(run_dir, untrained=True)}
+    played = {name: record_team_episodes(r, games, seed) for name, r in sides.items()}
+    per_seed = {name: {"return": [ep.ret for ep in eps],
+                       **{k: [ep.stats.get(k, float("nan")) for ep in eps] for k in eps[0].stats}}
+                for name, eps in played.items()}
+    out = {"version": run.version, "games": games, "seed": seed, "team": {}}
+    for name, figures in per_seed.items():
+        side = {}
+        for key, values in figures.items():
+            mean = float(sum(values) / len(values))
+            share = all(v in (0.0, 1.0) for v in values)
+            side[key] = {"mean": mean, "ci": wilson(round(sum(values)), len(values)) if share else t_interval(values),
+                         "interval": "wilson" if share else "t"}
+        out["team"][name] = side
+    out["team"]["trained_minus_untrained"] = {
+        key: {"mean": float(d.mean()), "ci": bootstrap_ci(d), "interval": "bootstrap, paired by seed"}
+        for key in per_seed["trained"]
+        for d in [paired_differences(per_seed["trained"][key], per_seed["untrained"][key])]}
+    Path(run_dir, "strength.json").write_text(json.dumps(out, indent=1))
+    return out
+
+
 def table(result: dict) -> str:
+    if "team" in result:
+        return _team_table(result)
+
     """A markdown table: one row per opponent, the pooled win share with its interval, then each agent's."""
     n_agents = len(next(iter(result["opponents"].values()))["agents"]) if result["opponents"] else 0
     head = "| opponent | all agents: win [95% CI] | " + " | ".join(f"agent {i}" for i in range(n_agents)) + " |"
@@ -86,4 +130,18 @@ def table(result: dict) -> str:
     for name, r in result["opponents"].items():
         counts = r["pooled"]["losses"]
         lines.append(f"- {name}: {sum(counts.values())} lost: " + ", ".join(f"{why} {n}" for why, n in counts.items()))
+    return "\n".join(lines)
+
+
+def _team_table(result: dict) -> str:
+    """A markdown table: one row per figure, trained, untrained and their paired difference with intervals."""
+    team = result["team"]
+    lines = [f"checkpoint version {result['version']} against the untrained networks (version 0), "
+             f"{result['games']} team episodes each, seeds {result['seed']}..{result['seed'] + result['games'] - 1}, "
+             f"every seat greedy", "",
+             "| figure | trained [95% CI] | untrained [95% CI] | trained - untrained [95% CI] |", "|---|---|---|---|"]
+    for key in team["trained"]:
+        cells = [f"{c['mean']:.3f} [{c['ci'][0]:.3f}, {c['ci'][1]:.3f}]"
+                 for c in (team["trained"][key], team["untrained"][key], team["trained_minus_untrained"][key])]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -120,21 +120,27 @@ def seat_opponents(env, run: TrainedRun, agent: int, opponent: str) -> None:
     env.set_opponent_schedule(lambda seed: opponent)
 
 
-def load_run(run_dir: str | Path, ckpt: str | Path | None = None) -> TrainedRun:
+def load_run(run_dir: str | Path, ckpt: str | Path | None = None, untrained: bool = False) -> TrainedRun:
     """The run's config and its final (or the given) checkpoint, one AgentPolicy per agent, each built from
     its own network group (agents with differently shaped observations, e.g. Dou Dizhu's roles, are stacked
-    in separate groups: learner/checkpoint.py)."""
+    in separate groups: learner/checkpoint.py). untrained: the networks the run started from instead (version
+    0, seeded with run.seed exactly as the learner builds them), for before-and-after measurements."""
     run_dir = Path(run_dir)
     cfg = C.load(run_dir / "config.yaml", environ={})
-    path = Path(ckpt) if ckpt else checkpoint.latest(run_dir / "checkpoints")
-    if path is None or not path.is_file():
-        raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'} (train first: magicmask run)")
-    st = checkpoint.load(path)
     env = make_env(cfg, 0)
     spec = env.spec
+    if untrained:
+        st = {"version": 0, "groups": [{"nets": nets.state_dict()}
+                                       for _, nets in group_nets(spec, cfg.ppo, cfg.mask, cfg.run.seed)]}
+    else:
+        path = Path(ckpt) if ckpt else checkpoint.latest(run_dir / "checkpoints")
+        if path is None or not path.is_file():
+            env.close()
+            raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'} (train first: magicmask run)")
+        st = checkpoint.load(path)
     groups, states = group_nets(spec, cfg.ppo, cfg.mask), checkpoint.group_states(st)
     if len(states) != len(groups):
-        raise ValueError(f"checkpoint {path} holds {len(states)} network group(s), env {cfg.env.name!r} with "
+        raise ValueError(f"checkpoint {ckpt or 'latest'} holds {len(states)} network group(s), env {cfg.env.name!r} with "
                          f"{cfg.run.agents} agents has {len(groups)}")
     policies: list[AgentPolicy] = [None] * cfg.run.agents  # type: ignore[list-item]
     for (agents, nets), gs in zip(groups, states):

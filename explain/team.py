@@ -12,7 +12,7 @@ Rows of fidelity.csv with agent = "team".
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -34,6 +34,7 @@ class TeamEpisode:
     actions: np.ndarray        # [L, N] int64 (greedy; meaningless where not active)
     active: np.ndarray         # [L, N] bool: agent a acted at step t
     rewards: np.ndarray        # [L, N] float32 (0 where not active)
+    stats: dict = field(default_factory=dict)   # the env's team_stats() at the end (e.g. grf-3v1's goal)
 
     @property
     def length(self) -> int:
@@ -76,7 +77,7 @@ def play_team(run: TrainedRun, seed: int, choose: Callable[[int, int, np.ndarray
             break
     return TeamEpisode(seed=int(seed), obs=[np.stack(o) for o in rec["obs"]], legal=[np.stack(x).astype(bool) for x in rec["legal"]],
                        actions=np.asarray(rec["actions"], np.int64), active=np.asarray(rec["active"], bool),
-                       rewards=np.asarray(rec["rewards"], np.float32))
+                       rewards=np.asarray(rec["rewards"], np.float32), stats=env.team_stats())
 
 
 def record_team_episodes(run: TrainedRun, n: int, first_seed: int) -> list[TeamEpisode]:

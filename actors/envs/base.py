@@ -237,3 +237,9 @@ class TeamWorld(ABC):
         this step (0 for a seat that was not active), active[N] after the step, done). A seat stops being
         active when its own episode would end (e.g. its vehicle crashed); done when none is active or the
         world truncates."""
+
+    def team_stats(self) -> dict[str, float]:
+        """Statistics of the team episode `team_step` just ended (grf-3v1: how it ended, e.g. `goal`; highway:
+        the share of vehicles that crashed), for measurements of the whole team (`magicmask strength`). {} by
+        default."""
+        return {}

@@ -104,6 +104,7 @@ class FootballEnv(AgentEnv, TeamWorld):
         self._all_legal = np.ones(N_ACTIONS, bool)
         self._obs = np.zeros((N_PLAYERS, OBS_DIM), np.float32)
         self._stats: dict[str, float] = {}
+        self._team_end = {"goal": 0.0, "out_of_play": 0.0, "lost_ball": 0.0}
 
     def _raw(self) -> dict:
         """gfootball's raw observation of this step (slot 0's view; positions are the same for all)."""
@@ -128,17 +129,21 @@ class FootballEnv(AgentEnv, TeamWorld):
         st["team_return"] += team
         term = trunc = False
         if done:
-            # why it ended, the first that applies: a goal, the ball out of play (a throw-in or goal kick
-            # may also hand the ball to the defenders), the defenders' ball
-            raw = self._raw()
-            reason = ("goal" if info["score_reward"] > 0 else "out_of_play" if raw["game_mode"] != 0
-                      else "lost_ball" if raw["ball_owned_team"] == 1 else None)
+            reason = self._end_reason(info)
             if reason is None:
                 trunc = True   # none of the scenario's end events: gfootball's step limit
             else:
                 term, st[reason] = True, 1.0
         out = {"team_reward": team, "score_reward": float(info["score_reward"])}
         return self._obs[me].copy(), self._all_legal.copy(), float(rewards[me]), term, trunc, out
+
+    def _end_reason(self, info: dict) -> str | None:
+        """Why the episode just ended, the first that applies: "goal", "out_of_play" (a throw-in or goal kick
+        may also hand the ball to the defenders), "lost_ball" (the defenders' ball); None: none of the
+        scenario's end events, so gfootball's step limit."""
+        raw = self._raw()
+        return ("goal" if info["score_reward"] > 0 else "out_of_play" if raw["game_mode"] != 0
+                else "lost_ball" if raw["ball_owned_team"] == 1 else None)
 
     def _reset_match(self, seed: int) -> None:
         """Reseed the engine (both settings, every time: gfootball reads the side only at its first reset)."""
@@ -155,20 +160,28 @@ class FootballEnv(AgentEnv, TeamWorld):
         self._done = True                  # the agent's own stream must be reset before it steps again
         self._reset_match(seed)
         self._team_t = 0
+        self._team_end = dict.fromkeys(self._team_end, 0.0)
         return [o.copy() for o in self._obs], [self._all_legal.copy() for _ in range(N_PLAYERS)]
 
     def team_step(self, actions):
         if len(actions) != N_PLAYERS:
             raise ValueError(f"grf-3v1.team_step: {len(actions)} actions for {N_PLAYERS} players")
-        obs, rewards, done, _ = self._gf.step([int(a) for a in actions])
+        obs, rewards, done, info = self._gf.step([int(a) for a in actions])
         self._obs = np.asarray(obs, np.float32)
         self._team_t += 1
+        if done:
+            reason = self._end_reason(info)
+            self._team_end = {k: float(k == reason) for k in ("goal", "out_of_play", "lost_ball")}
         done = bool(done) or bool(self.max_episode_steps and self._team_t >= self.max_episode_steps)
         return ([o.copy() for o in self._obs], [self._all_legal.copy() for _ in range(N_PLAYERS)],
                 np.asarray(rewards, np.float32), np.full(N_PLAYERS, not done), done)
 
     def _episode_stats(self, terminated: bool, truncated: bool) -> dict[str, float]:
         return dict(self._stats)
+
+    def team_stats(self) -> dict[str, float]:
+        """How the last team episode ended: goal, out_of_play, lost_ball (each 0 or 1; all 0: the step limit)."""
+        return dict(self._team_end)
 
     def render(self) -> np.ndarray:
         """A 2-D top view of the pitch (uint8, H x W x 3), from the engine's positions: left team blue, right

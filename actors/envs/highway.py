@@ -138,6 +138,10 @@ class HighwayAgentEnv(AgentEnv, TeamWorld):
         self._team_active = active
         return [o.copy() for o in self._team_obs], [self._legal_of(i) for i in range(n)], rewards, active.copy(), bool(done)
 
+    def team_stats(self) -> dict[str, float]:
+        """The share of the team's vehicles that crashed in the last team episode."""
+        return {"crashed": float(np.mean(self.world.crashed()))}
+
     def render(self) -> np.ndarray:
         """highway-env's own rgb_array frame centred on this agent's vehicle (uint8, H x W x 3)."""
         return self.world.render(self.agent_id)

@@ -304,10 +304,12 @@ def test_registry_make_env_and_spec():
 
 def test_team_world_matches_each_agents_stream():
     """TeamWorld (the fidelity test's team window): the same seed and joint actions give every slot the
-    observations and rewards its own AgentEnv stream gets, and the episode ends on the same step."""
+    observations and rewards its own AgentEnv stream gets, and the episode ends on the same step, a goal
+    that team_stats reports (`magicmask strength`'s goal rate)."""
     env = FootballEnv(0)
     acts = joint_actions(GOAL_SEED)
     obs, legal = env.team_reset(GOAL_SEED)
+    assert env.team_stats() == {"goal": 0.0, "out_of_play": 0.0, "lost_ball": 0.0}
     seen, rewards = [np.stack(obs)], []
     for t in range(len(acts)):
         obs, legal, r, active, done = env.team_step(acts[t])
@@ -322,4 +324,5 @@ def test_team_world_matches_each_agents_stream():
         assert [s[2] for s in own[a]] == pytest.approx([float(r[a]) for r in rewards])
         assert np.array_equal(np.stack([s[0] for s in own[a]]), np.stack(seen[1:])[:, a])
     assert sum(r.sum() for r in rewards) > 1.0   # the goal seed: not vacuous
+    assert env.team_stats() == {"goal": 1.0, "out_of_play": 0.0, "lost_ball": 0.0}   # how it ended (strength)
     env.close()

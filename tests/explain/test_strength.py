@@ -1,8 +1,10 @@
-"""`magicmask strength`: a finished Connect Four run's agents against the built-in players, with intervals."""
+"""`magicmask strength`: a finished Connect Four run's agents against the built-in players, with intervals; a
+team world's (highway's) trained team against its untrained networks on the same seeds."""
 import json
 
 import numpy as np
 import pytest
+import torch
 
 from magicmask import strength
 from magicmask.actors.envs import env_spec
@@ -69,3 +71,36 @@ def test_strength_names_what_it_cannot_do(untrained_connect4_run, tmp_path, caps
     checkpoint.save(Learner(cfg, env_spec(cfg), gates).state(), gates / "checkpoints", 1)
     assert main(["strength", str(gates)]) == 2
     assert "env 'gates' has no built-in players" in capsys.readouterr().err
+
+
+def test_team_strength_against_the_untrained_networks(tmp_path, capsys):
+    """Highway with 2 agents: a checkpoint holding the learner's initial weights plays exactly like the
+    untrained side (every paired difference 0: `untrained` rebuilds the learner's version 0 from run.seed);
+    a checkpoint with other weights (all zero: every vehicle keeps changing lanes left) plays differently on
+    the same seeds, and every figure has its interval."""
+    pytest.importorskip("highway_env", reason="highway-env is not installed: deploy/test.sh installs it")
+    cfg = C.load("deploy/configs/highway.yaml", ["run.agents=2", "env.max_episode_steps=15", "net.metrics_port=0",
+                                                 "run.seed=5"], environ={})
+    C.save(cfg, tmp_path / "config.yaml")
+    state = Learner(cfg, env_spec(cfg), tmp_path).state()
+    checkpoint.save({**state, "version": 7}, tmp_path / "checkpoints", 7)
+    assert main(["strength", str(tmp_path), "--games", "6", "--seed", "100"]) == 0
+    out = json.loads((tmp_path / "strength.json").read_text())
+    team = out["team"]
+    assert out["version"] == 7 and out["games"] == 6 and set(team["trained"]) == {"return", "crashed"}
+    assert team["trained"] == team["untrained"]
+    for diff in team["trained_minus_untrained"].values():
+        assert diff["mean"] == 0.0 and diff["ci"] == [0.0, 0.0]
+    assert "| crashed |" in capsys.readouterr().out
+
+    zero = {k: torch.zeros_like(v) for k, v in state["nets"].items()}
+    checkpoint.save({**state, "nets": zero, "version": 8}, tmp_path / "checkpoints", 8)
+    assert main(["strength", str(tmp_path), "--games", "6", "--seed", "100"]) == 0
+    team = json.loads((tmp_path / "strength.json").read_text())["team"]
+    assert team["trained"]["return"]["mean"] != team["untrained"]["return"]["mean"]
+    diff = team["trained_minus_untrained"]["return"]
+    assert diff["mean"] == pytest.approx(team["trained"]["return"]["mean"] - team["untrained"]["return"]["mean"])
+    for side in ("trained", "untrained"):
+        for fig in team[side].values():
+            assert fig["ci"][0] <= fig["mean"] <= fig["ci"][1]
+        assert 0.0 <= team[side]["crashed"]["mean"] <= 1.0   # a share of the 2 vehicles per episode
