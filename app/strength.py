@@ -114,10 +114,10 @@ def _measure_team(run, run_dir, games: int, seed: int) -> dict:
 
 
 def table(result: dict) -> str:
+    """A markdown table: one row per opponent, the pooled win share with its interval, then each agent's (team
+    worlds: `_team_table`)."""
     if "team" in result:
         return _team_table(result)
-
-    """A markdown table: one row per opponent, the pooled win share with its interval, then each agent's."""
     n_agents = len(next(iter(result["opponents"].values()))["agents"]) if result["opponents"] else 0
     head = "| opponent | all agents: win [95% CI] | " + " | ".join(f"agent {i}" for i in range(n_agents)) + " |"
     lines = [f"checkpoint version {result['version']}, {result['games']} games per agent and opponent "

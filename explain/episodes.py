@@ -129,6 +129,7 @@ def load_run(run_dir: str | Path, ckpt: str | Path | None = None, untrained: boo
     cfg = C.load(run_dir / "config.yaml", environ={})
     env = make_env(cfg, 0)
     spec = env.spec
+    source = "the untrained networks" if untrained else None
     if untrained:
         st = {"version": 0, "groups": [{"nets": nets.state_dict()}
                                        for _, nets in group_nets(spec, cfg.ppo, cfg.mask, cfg.run.seed)]}
@@ -137,10 +138,10 @@ def load_run(run_dir: str | Path, ckpt: str | Path | None = None, untrained: boo
         if path is None or not path.is_file():
             env.close()
             raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'} (train first: magicmask run)")
-        st = checkpoint.load(path)
+        st, source = checkpoint.load(path), f"checkpoint {path}"
     groups, states = group_nets(spec, cfg.ppo, cfg.mask), checkpoint.group_states(st)
     if len(states) != len(groups):
-        raise ValueError(f"checkpoint {ckpt or 'latest'} holds {len(states)} network group(s), env {cfg.env.name!r} with "
+        raise ValueError(f"{source} holds {len(states)} network group(s), env {cfg.env.name!r} with "
                          f"{cfg.run.agents} agents has {len(groups)}")
     policies: list[AgentPolicy] = [None] * cfg.run.agents  # type: ignore[list-item]
     for (agents, nets), gs in zip(groups, states):
