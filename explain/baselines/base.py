@@ -24,7 +24,6 @@ from threadpoolctl import ThreadpoolController
 from magicmask.explain.episodes import Episode, TrainedRun
 
 
-_BLAS: ThreadpoolController | None = None   # numpy's BLAS libraries, found on the first `one_thread`
 _ONE_THREAD_DEPTH = [0]                      # how many `one_thread` blocks this process is inside
 
 
@@ -35,7 +34,6 @@ def one_thread():
     times slower (measured: StateMask's fit 2 s with one torch thread, 15 s with two on a loaded 2-core machine;
     the numpy inference's first layer, [4, 336] x [336, 512], 180 us with one OpenBLAS thread against 2,240 us
     with two while the two explanation workers ran: docs/BENCHMARKS.md, "Explaining: one BLAS thread")."""
-    global _BLAS
     if _ONE_THREAD_DEPTH[0]:   # nested (an explainer's importance inside the explanation): already so
         yield
         return
@@ -43,8 +41,9 @@ def one_thread():
     torch.set_num_threads(1)
     _ONE_THREAD_DEPTH[0] += 1
     try:
-        _BLAS = _BLAS or ThreadpoolController()   # finding the BLAS libraries once: ~0.35 ms, a limit ~26 us
-        with _BLAS.limit(limits=1, user_api="blas"):
+        # the BLAS libraries loaded now (~0.35 ms), not a cached list: one loaded later (scipy's own OpenBLAS,
+        # first imported by a bootstrap interval) would otherwise keep its threads
+        with ThreadpoolController().limit(limits=1, user_api="blas"):
             yield
     finally:
         _ONE_THREAD_DEPTH[0] -= 1
