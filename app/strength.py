@@ -51,6 +51,8 @@ def measure(run_dir: str | Path, opponents: list[str], games: int, seed: int = 0
 
 def _measure(run, run_dir, opponents: list[str], games: int, seed: int) -> dict:
     from magicmask.explain.team import is_team_world
+    if games < 1:
+        raise ConfigError(f"--games {games}: at least 1")
     if is_team_world(run):
         return _measure_team(run, run_dir, games, seed)
     if run.cfg.env.name != "connect4":
@@ -58,8 +60,6 @@ def _measure(run, run_dir, opponents: list[str], games: int, seed: int) -> dict:
                           f"cooperative team world (connect4 has: lookahead, search:<depth>, random; grf-3v1 "
                           f"and highway are measured as a team)")
     from magicmask.actors.envs.connect4 import LOSS_REASONS, builtin_player, evaluate_vs, features_of
-    if games < 1:
-        raise ConfigError(f"--games {games}: at least 1")
     features = features_of(run.cfg)   # the observation planes the agents were trained on
     players = {}
     for name in opponents:
@@ -89,8 +89,6 @@ def _measure_team(run, run_dir, games: int, seed: int) -> dict:
     from magicmask.explain.episodes import load_run
     from magicmask.explain.stats import bootstrap_ci, paired_differences, t_interval
     from magicmask.explain.team import record_team_episodes
-    if games < 1:
-        raise ConfigError(f"--games {games}: at least 1")
     sides = {"trained": run, "untrained": load_run(run_dir, untrained=True)}
     played = {name: record_team_episodes(r, games, seed) for name, r in sides.items()}
     per_seed = {name: {"return": [ep.ret for ep in eps],

@@ -65,6 +65,7 @@ N_ACTIONS = 19         # gfootball's default action set
 OBS_DIM = 115          # simple115v2
 REWARDS = ("scoring", "scoring,checkpoints")
 _SEED_MOD = 2**31 - 1  # the engine's seed is a C int
+END_REASONS = ("goal", "out_of_play", "lost_ball")   # the scenario's end events (`_end_reason`)
 
 
 def _import_gfootball():
@@ -104,7 +105,7 @@ class FootballEnv(AgentEnv, TeamWorld):
         self._all_legal = np.ones(N_ACTIONS, bool)
         self._obs = np.zeros((N_PLAYERS, OBS_DIM), np.float32)
         self._stats: dict[str, float] = {}
-        self._team_end = {"goal": 0.0, "out_of_play": 0.0, "lost_ball": 0.0}
+        self._team_end = dict.fromkeys(END_REASONS, 0.0)
 
     def _raw(self) -> dict:
         """gfootball's raw observation of this step (slot 0's view; positions are the same for all)."""
@@ -114,7 +115,7 @@ class FootballEnv(AgentEnv, TeamWorld):
         if self._gf is None:
             raise RuntimeError("grf-3v1: reset() after close()")
         self._reset_match(seed)
-        self._stats = {"team_return": 0.0, "goal": 0.0, "out_of_play": 0.0, "lost_ball": 0.0}
+        self._stats = {"team_return": 0.0, **dict.fromkeys(END_REASONS, 0.0)}
         return self._obs[self.agent_id].copy(), self._all_legal.copy(), {}
 
     def _step(self, action: int):
@@ -160,7 +161,7 @@ class FootballEnv(AgentEnv, TeamWorld):
         self._done = True                  # the agent's own stream must be reset before it steps again
         self._reset_match(seed)
         self._team_t = 0
-        self._team_end = dict.fromkeys(self._team_end, 0.0)
+        self._team_end = dict.fromkeys(END_REASONS, 0.0)
         return [o.copy() for o in self._obs], [self._all_legal.copy() for _ in range(N_PLAYERS)]
 
     def team_step(self, actions):
@@ -171,7 +172,7 @@ class FootballEnv(AgentEnv, TeamWorld):
         self._team_t += 1
         if done:
             reason = self._end_reason(info)
-            self._team_end = {k: float(k == reason) for k in ("goal", "out_of_play", "lost_ball")}
+            self._team_end = {k: float(k == reason) for k in END_REASONS}
         done = bool(done) or bool(self.max_episode_steps and self._team_t >= self.max_episode_steps)
         return ([o.copy() for o in self._obs], [self._all_legal.copy() for _ in range(N_PLAYERS)],
                 np.asarray(rewards, np.float32), np.full(N_PLAYERS, not done), done)
